@@ -1,0 +1,136 @@
+"""Ground truth, computed from what the generator knows (who each event really belongs to,
+which stage each touchpoint was meant for) — never from the pipeline. Statuses follow
+DESIGN.md: converted (final stage within the conversion window), dropped (explicit exit, or
+the window passed without converting), stalled (longer than the stage's max_time_in_stage in
+the current stage), otherwise in progress. Boundaries are strict: a customer is stalled when
+as_of - entered > max_time_in_stage, dropped by window when as_of - journey_start > window."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from generator import scenario as sc
+from generator.simulate import DAY, US
+from journey_defs.model import JourneyMap
+
+STATUS_NAMES = ("converted", "dropped", "stalled", "in_progress")
+CONVERTED, DROPPED, STALLED, IN_PROGRESS = range(4)
+NOT_STARTED = -1
+
+
+def stage_entries(cols: dict, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, stages) entry times and entry channels observed from the events meant as stage entries."""
+    entries = np.full((n, len(sc.STAGES)), np.nan)
+    channels = np.full((n, len(sc.STAGES)), None, dtype=object)
+    is_stage = cols["role"] == "stage"
+    cust, stage = cols["cust"][is_stage], cols["stage"][is_stage]
+    entries[cust, stage] = cols["ts"][is_stage]
+    channels[cust, stage] = cols["source"][is_stage]
+    return entries, channels
+
+
+def statuses_as_of(entries: np.ndarray, exit_ts: np.ndarray, as_of_us: float, journey: JourneyMap):
+    """Status code (index into STATUS_NAMES, NOT_STARTED before the journey opened) and
+    current stage index per customer, as of `as_of_us`."""
+    started = entries[:, 0] < as_of_us
+    reached = ~np.isnan(entries) & (entries < as_of_us)
+    current = np.where(reached.any(axis=1), reached.shape[1] - 1 - np.argmax(reached[:, ::-1], axis=1), -1)
+    rows = np.arange(len(entries))
+    current_entry = entries[rows, np.maximum(current, 0)]
+    sla = np.array([s.max_time_in_stage.total_seconds() * US if s.max_time_in_stage else np.inf for s in journey.stages])
+    window = journey.conversion_window.total_seconds() * US
+    final = len(journey.stages) - 1
+    converted = reached[:, final] & (entries[:, final] - entries[:, 0] <= window)
+    exited = exit_ts < as_of_us
+    expired = as_of_us - entries[:, 0] > window
+    stalled = as_of_us - current_entry > sla[np.maximum(current, 0)]
+    code = np.select([exited, converted, expired, stalled], [DROPPED, CONVERTED, DROPPED, STALLED], IN_PROGRESS)
+    code[~started] = NOT_STARTED
+    return code, current
+
+
+def status_daily(keys: pa.Array, entries, exit_ts, start_us: int, days: int, journey: JourneyMap) -> pa.Table:
+    """Status of every started journey at the end of each day of the period."""
+    customer, day, status_code, stage = [], [], [], []
+    for d in range(days):
+        status, current = statuses_as_of(entries, exit_ts, start_us + (d + 1) * DAY, journey)
+        on = np.flatnonzero(status != NOT_STARTED)
+        customer.append(on)
+        day.append(np.full(len(on), d))
+        status_code.append(status[on])
+        stage.append(current[on])
+    customer, day = np.concatenate(customer), np.concatenate(day)
+    dates = (np.datetime64(start_us, "us").astype("datetime64[D]") + day).astype("datetime64[D]")
+    return pa.table({
+        "customer_key": keys.take(pa.array(customer)),
+        "date": pa.array(dates),
+        "status": pa.array(STATUS_NAMES, pa.string()).take(pa.array(np.concatenate(status_code))),
+        "stage": pa.array(journey.stage_ids, pa.string()).take(pa.array(np.concatenate(stage))),
+    })
+
+
+def sessions(codes: np.ndarray, keys: pa.Array, ts: np.ndarray, gap_us: float) -> pa.Table:
+    """Sessions per customer: consecutive events (all channels) with gaps under the gap.
+    `codes` are integer customer codes per event; `keys` maps a code to its customer id."""
+    order = np.lexsort((ts, codes))
+    k, t = codes[order], ts[order]
+    new = np.ones(len(k), dtype=bool)
+    new[1:] = (k[1:] != k[:-1]) | (t[1:] - t[:-1] >= gap_us)
+    session_index = np.cumsum(new) - 1
+    starts = np.flatnonzero(new)
+    ends = np.append(starts[1:], len(k)) - 1
+    return pa.table({
+        "customer_key": keys.take(pa.array(k[starts])),
+        "session_start": timestamps(t[starts]),
+        "session_end": timestamps(t[ends]),
+        "n_events": pa.array(np.bincount(session_index), pa.int64()),
+    })
+
+
+def timestamps(values_us: np.ndarray) -> pa.Array:
+    """µs floats (NaN = missing) as a UTC timestamp array."""
+    return pa.array(values_us.astype("datetime64[us]")).cast(pa.timestamp("us", tz="UTC"))
+
+
+def deviations(cols: dict, keys_by_event: pa.Array, journey: JourneyMap) -> pa.Table:
+    """Deviations the generator injected: skipped stage, backtrack, detour, off-map."""
+    names = journey.stage_ids
+    role, stage = cols["role"], cols["stage"]
+    kind_of = {"skip": "skipped_stage", "backtrack": "backtrack", "detour": "detour", "off_map": "off_map"}
+    pick = np.isin(role, list(kind_of))
+    rows = {
+        "kind": np.array([kind_of[r] for r in role[pick]], dtype=object),
+        "stage": np.array([names[s] for s in stage[pick]], dtype=object),
+        "ts": cols["ts"][pick],
+        "channel": cols["source"][pick],
+        "event_type": cols["event_type"][pick],
+    }
+    # A backtrack revisits discover from the stage the customer was in.
+    is_backtrack = rows["kind"] == "backtrack"
+    rows["from_stage"] = np.where(is_backtrack, rows["stage"], None)
+    rows["stage"] = np.where(is_backtrack, names[sc.DISCOVER], rows["stage"])
+    return pa.table({
+        "customer_key": keys_by_event.filter(pa.array(pick)),
+        "kind": pa.array(rows["kind"], pa.string()),
+        "stage": pa.array(rows["stage"], pa.string()),
+        "from_stage": pa.array(rows["from_stage"], pa.string()),
+        "channel": pa.array(rows["channel"], pa.string()),
+        "event_type": pa.array(rows["event_type"], pa.string()),
+        "ts": timestamps(rows["ts"]),
+    })
+
+
+def feedback(cols: dict, keys_by_event: pa.Array, entries: np.ndarray, journey: JourneyMap) -> pa.Table:
+    """NPS/CSAT answers with the stage the customer was in when answering (furthest reached)."""
+    pick = ~np.isnan(cols["score"]) & (cols["cust"] >= 0)
+    cust, ts = cols["cust"][pick], cols["ts"][pick]
+    reached = ~np.isnan(entries[cust]) & (entries[cust] <= ts[:, None])
+    current = reached.shape[1] - 1 - np.argmax(reached[:, ::-1], axis=1)
+    return pa.table({
+        "customer_key": keys_by_event.filter(pa.array(pick)),
+        "channel": pa.array(cols["source"][pick], pa.string()),
+        "event_type": pa.array(cols["event_type"][pick], pa.string()),
+        "ts": timestamps(ts),
+        "score": pa.array(cols["score"][pick].astype(np.int32)),
+        "stage": pa.array(np.array(journey.stage_ids, dtype=object)[current], pa.string()),
+    })
