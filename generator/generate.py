@@ -4,7 +4,6 @@ crm/customers.csv, ground_truth/*.parquet and ground_truth/summary.json."""
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -18,9 +17,9 @@ import pyarrow.parquet as pq
 
 from generator import scenario as sc
 from generator import truth
-from generator.events import to_arrow
+from generator.events import Vocabulary
 from generator.faults import EXPECTED_REASON, FileAssembler, corrupt, fault_kinds
-from generator.render import LAYOUTS, render_source
+from generator.render import ENRICHED_VIEW, LAYOUTS, render_source
 from generator.simulate import DAY, US, Incident, emit_events, simulate_population
 from journey_defs.canonical import unresolved_customer_id
 from journey_defs.loader import BUILTIN_JOURNEYS, load_journey
@@ -28,7 +27,11 @@ from journey_defs.loader import BUILTIN_JOURNEYS, load_journey
 ROUNDING_US = {"web": 1000, "email": US, "chat": US, "phone": US, "survey": 60 * US}
 """Each raw format's timestamp resolution; true times are rounded to it so truth equals the files."""
 
-COMMENTS = np.array(["", "Great so far", "Delivery was late, again", 'Box arrived "damaged"', "ok", "Love it, thanks!"], dtype=object)
+COMMENTS = ("", "Great so far", "Delivery was late, again", 'Box arrived "damaged"', "ok", "Love it, thanks!")
+
+IDENTITY_COLUMNS = {"web": ("anonymous_id", "user_id"), "email": ("email",), "chat": ("anonymous_id", "email"),
+                    "phone": ("phone",), "survey": ("email",)}
+"""Identity fields each raw format carries (see journey_defs/sources/*.yaml)."""
 
 
 @dataclass(frozen=True)
@@ -50,31 +53,35 @@ def generate(out: str | Path, config: GenerateConfig, progress=print) -> dict:
     journey = load_journey(BUILTIN_JOURNEYS["subscription"])
     rng = np.random.default_rng(config.seed)
     pop = simulate_population(rng, config.customers, config.days, config.start, config.incident)
-    cols = _observable(emit_events(rng, pop).columns(), pop)
+    collector = emit_events(rng, pop)
+    vocab = collector.vocab
+    cols = _observable(collector.columns(), pop, vocab)
     ids = _identities(rng, pop)
-    codes, keys = _customer_codes(cols, pop, ids)
-    frame = _event_frame(cols, pop, ids, rng)
+    codes, keys = _customer_codes(cols, pop, ids, vocab)
     progress(f"simulated {pop.n:,} customers, {len(cols['ts']):,} events")
 
-    fault_rows, records, source_tables = _write_sources(out, rng, config, cols, frame)
+    with duckdb.connect() as con:
+        _register_events(con, cols, pop, ids, vocab, config, rng)
+        fault_rows, records = _write_sources(con, out, rng, config, cols, vocab)
+        keys_by_event = keys.take(pa.array(codes))
+        identities = _identity_truth(con, keys_by_event)
     _write_crm(out, pop, ids)
-    progress(f"wrote raw files: {sum(records.values()):,} records, {len(fault_rows):,} faults")
+    progress(f"wrote {len(records)} raw files: {sum(records.values()):,} records, {len(fault_rows):,} faults")
 
-    entries, channels = truth.stage_entries(cols, pop.n)
-    gt = out / "ground_truth"
-    gt.mkdir(parents=True, exist_ok=True)
-    keys_by_event = keys.take(pa.array(codes))
+    entries, channels = truth.stage_entries(cols, pop.n, vocab)
     customer_keys = keys.slice(0, pop.n)
     tables = {
-        "customers": _customer_truth(pop, ids, customer_keys, entries, channels, cols, journey),
+        "customers": _customer_truth(pop, ids, customer_keys, entries, channels, cols, journey, vocab),
         "status_daily": truth.status_daily(customer_keys, entries, pop.exit_ts, pop.start_us, config.days, journey),
         "sessions": truth.sessions(codes, keys, cols["ts"], journey.session_gap.total_seconds() * US),
-        "deviations": truth.deviations(cols, keys_by_event, journey),
-        "feedback": truth.feedback(cols, keys_by_event, entries, journey),
-        "identities": _identity_truth(source_tables, keys_by_event),
-        "events": _event_truth(cols, keys_by_event),
+        "deviations": truth.deviations(cols, keys_by_event, journey, vocab),
+        "feedback": truth.feedback(cols, keys_by_event, entries, journey, vocab),
+        "identities": identities,
+        "events": _event_truth(cols, keys_by_event, vocab),
         "faults": pa.Table.from_pylist(fault_rows, schema=_FAULT_SCHEMA),
     }
+    gt = out / "ground_truth"
+    gt.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
         pq.write_table(table, gt / f"{name}.parquet")
     seconds = time.perf_counter() - began
@@ -83,17 +90,17 @@ def generate(out: str | Path, config: GenerateConfig, progress=print) -> dict:
     return summary
 
 
-def _observable(cols: dict, pop) -> dict:
+def _observable(cols: dict, pop, vocab: Vocabulary) -> dict:
     """Keep what happened inside the period and round each time to its format's resolution."""
     kept = np.flatnonzero((cols["ts"] >= pop.start_us) & (cols["ts"] < pop.end_us))
     source = cols["source"][kept]
     resolution = np.ones(len(kept))
     for name, us in ROUNDING_US.items():
-        resolution[source == name] = us
+        resolution[source == vocab.code(name)] = us
     ts = np.floor(cols["ts"][kept] / resolution) * resolution
-    index = kept[np.lexsort((kept, ts))]
-    out = {k: v[index] for k, v in cols.items()}
-    out["ts"] = np.sort(ts)
+    order = np.lexsort((kept, ts))
+    out = {k: v[kept[order]] for k, v in cols.items()}
+    out["ts"] = ts[order]
     return out
 
 
@@ -102,32 +109,32 @@ def _identities(rng, pop) -> dict[str, np.ndarray]:
     i = np.arange(pop.n)
     number = 2_000_000_000 + 7 * i
     first = np.array(["ada", "bo", "chen", "dana", "eli", "fatima", "goran", "hana"])[i % 8]
-    area, mid, last = (number // 10**7).astype(str), np.char.zfill((number // 10**4 % 1000).astype(str), 3), \
-        np.char.zfill((number % 10**4).astype(str), 4)
+    area = (number // 10**7).astype(str)
+    mid = np.char.zfill((number // 10**4 % 1000).astype(str), 3)
+    last = np.char.zfill((number % 10**4).astype(str), 4)
     hex_ids = rng.integers(0, 1 << 48, (2, pop.n))
-    to_object = lambda a: np.asarray(a, dtype=object)  # noqa: E731
     return {
-        "customer_id": to_object(np.char.add("C", np.char.zfill(i.astype(str), 7))),
-        "anon1": to_object([f"a-{x:012x}" for x in hex_ids[0]]),
-        "anon2": to_object([f"a-{x:012x}" for x in hex_ids[1]]),
-        "email": to_object(np.char.add(np.char.add(first, "."), np.char.add(i.astype(str), "@example.com"))),
-        "phone_crm": to_object(np.char.add(np.char.add(np.char.add("+1 (", area), np.char.add(") ", mid)), np.char.add("-", last))),
-        "phone_compact": to_object(np.char.add("+1", number.astype(str))),
+        "customer_id": np.char.add("C", np.char.zfill(i.astype(str), 7)),
+        "anon1": np.array([f"a-{x:012x}" for x in hex_ids[0]]),
+        "anon2": np.array([f"a-{x:012x}" for x in hex_ids[1]]),
+        "email": np.char.add(np.char.add(first, "."), np.char.add(i.astype(str), "@example.com")),
+        "phone_crm": np.char.add(np.char.add(np.char.add("+1 (", area), np.char.add(") ", mid)), np.char.add("-", last)),
+        "phone_compact": np.char.add("+1", number.astype(str)),
     }
 
 
-def _customer_codes(cols: dict, pop, ids) -> tuple[np.ndarray, pa.Array]:
+def _customer_codes(cols: dict, pop, ids, vocab: Vocabulary) -> tuple[np.ndarray, pa.Array]:
     """An integer code per event for its true customer, and the customer id of every code: the
     CRM id, or the unresolved id a correct stitching must give (anonymous visitor, unknown
     caller or address). Codes 0..n-1 are the population, in order."""
-    anonymous = np.char.add("anonymous_id:", ids["anon1"].astype(str)).astype(object)
+    anonymous = np.char.add("anonymous_id:", ids["anon1"])
     population_keys = np.where(pop.in_crm, ids["customer_id"], anonymous)
     outside = cols["cust"] < 0
-    noise_keys, noise_codes = np.unique(
-        np.array([_normalized_noise(x) for x in cols["identity"][outside]], dtype=str), return_inverse=True)
+    raw = vocab.texts(cols["identity"][outside]).to_pylist()
+    noise_keys, noise_codes = np.unique(np.array([_normalized_noise(x) for x in raw], dtype=str), return_inverse=True)
     codes = cols["cust"].copy()
     codes[outside] = pop.n + noise_codes
-    return codes, pa.array(np.concatenate([population_keys, noise_keys.astype(object)]), pa.string())
+    return codes, pa.array(np.concatenate([population_keys, noise_keys]).tolist(), pa.string())
 
 
 def _normalized_noise(identity: str) -> str:
@@ -136,67 +143,59 @@ def _normalized_noise(identity: str) -> str:
     return unresolved_customer_id("phone", "+" + "".join(ch for ch in identity if ch.isdigit()))
 
 
-def _event_frame(cols: dict, pop, ids, rng) -> dict[str, np.ndarray]:
-    """Identity and attribute columns of every event, as the raw formats write them."""
+def _register_events(con, cols: dict, pop, ids, vocab: Vocabulary, config: GenerateConfig, rng) -> None:
+    """The events (text columns dictionary-encoded) and customers tables behind ENRICHED_VIEW."""
     cust = cols["cust"]
     safe = np.maximum(cust, 0)
-    ts = cols["ts"]
-    known = cust >= 0
-    identified = known & (pop.ident_ts[safe] <= ts)
-    noise = cols["identity"]
     source = cols["source"]
-    email = np.where(known, ids["email"][safe], noise)
-    # Survey answers come with hand-typed addresses: mixed case, stray spaces.
-    messy = np.flatnonzero((source == "survey") & (rng.random(len(cust)) < 0.3))
-    email[messy] = [f"  {e.title()} " for e in email[messy]]
-    second = cols["device"] == 1
-    return {
-        "ts": ts.astype(np.int64),
-        "seq": np.arange(len(ts), dtype=np.int64),
-        "event_type": cols["event_type"],
-        "page": cols["page"],
-        "referrer": np.where((cols["role"] == "stage") & (cols["stage"] == 0), "https://www.google.com/", None),
-        "user_agent": np.where(second, "Mobile Safari", "Chrome/142"),
-        "campaign": cols["campaign"],
-        "queue": cols["queue"],
-        "topic": cols["topic"],
-        "disposition": cols["disposition"],
-        "score": cols["score"],
-        "duration_s": cols["duration_s"],
-        "conversation": cols["conversation"],
-        "anonymous_id": np.where(known, np.where(second, ids["anon2"][safe], ids["anon1"][safe]), None),
-        "user_id": np.where(identified, ids["customer_id"][safe], None),
-        "email": np.where((source == "chat") & ~cols["chat_email"], None, email),
-        "phone": np.where(known, ids["phone_compact"][safe], noise),
-        "comment": COMMENTS[rng.integers(0, len(COMMENTS), len(cust))],
-    }
-
-
-def _write_sources(out: Path, rng, config: GenerateConfig, cols: dict, frame: dict):
-    """Render every source, inject faults, write one file per source and day."""
-    fault_rows, records, source_tables = [], {}, {}
+    texts = {name: vocab.texts(cols[name]) for name in
+             ("source", "event_type", "role", "page", "campaign", "queue", "topic", "disposition", "identity")}
+    comment = pa.array(COMMENTS, pa.string()).take(pa.array(rng.integers(0, len(COMMENTS), len(cust))))
     start_us = int(np.datetime64(config.start, "us").astype(np.int64))
-    day_of = ((cols["ts"] - start_us) // DAY).astype(np.int64)
+    events = pa.table({
+        "seq": pa.array(np.arange(len(cust), dtype=np.int64)),
+        "cust": pa.array(cust),
+        "ts": pa.array(cols["ts"].astype(np.int64)),
+        "file_day": pa.array(((cols["ts"] - start_us) // DAY).astype(np.int64)),
+        **texts,
+        "stage": pa.array(cols["stage"]),
+        "score": pa.array(cols["score"], from_pandas=True),
+        "duration_s": pa.array(cols["duration_s"], from_pandas=True),
+        "device": pa.array(cols["device"]),
+        "chat_email": pa.array(cols["chat_email"]),
+        "conversation": pa.array(cols["conversation"]),
+        "identified": pa.array((cust >= 0) & (pop.ident_ts[safe] <= cols["ts"])),
+        # Survey answers come with hand-typed addresses: upper case, stray spaces.
+        "messy": pa.array((source == vocab.code("survey")) & (rng.random(len(cust)) < 0.3)),
+        "comment": comment,
+    })
+    customers = pa.table({"cust": pa.array(np.arange(pop.n)), **{k: pa.array(ids[k]) for k in
+                          ("customer_id", "anon1", "anon2", "email", "phone_compact")}})
+    con.register("events", events)
+    con.register("customers", customers)
+    con.execute(ENRICHED_VIEW)
+
+
+def _write_sources(con, out: Path, rng, config: GenerateConfig, cols: dict, vocab: Vocabulary):
+    """Choose faults, render every source, write one file per source and day."""
+    faults, skew = {}, []
     for source, layout in LAYOUTS.items():
-        pick = cols["source"] == source
-        part = {k: v[pick] for k, v in frame.items()}
-        m = len(part["ts"])
-        part["file_day"] = day_of[pick]
-        part["is_copy"] = np.zeros(m, dtype=bool)
+        seq = np.flatnonzero(cols["source"] == vocab.code(source))
         kinds = np.asarray(fault_kinds(layout), dtype=object)
-        kind = np.where(rng.random(m) < config.fault_rate, kinds[rng.integers(0, len(kinds), m)], None)
-        late_by = rng.integers(1, 4, m)
-        kind[(kind == "late") & (part["file_day"] + late_by >= config.days)] = None
-        skew = np.flatnonzero(kind == "clock_skew")
-        copies = {k: v[skew] for k, v in part.items()}
-        copies["ts"] = copies["ts"] + (rng.uniform(2, 5, len(skew)) * DAY).astype(np.int64)
-        copies["is_copy"] = np.ones(len(skew), dtype=bool)
-        table = to_arrow({k: np.concatenate([part[k], copies[k]]) for k in part})
-        source_tables[source] = table.slice(0, m)
-        rendered = render_source(source, table)
-        faulty = np.flatnonzero(kind != None)  # noqa: E711 (element-wise)
-        faults = {int(part["seq"][i]): (kind[i], int(late_by[i])) for i in faulty}
-        assembler = _assemble(layout, rng, config, rendered, faults)
+        chosen = seq[rng.random(len(seq)) < config.fault_rate]
+        kind = kinds[rng.integers(0, len(kinds), len(chosen))]
+        late_by = rng.integers(1, 4, len(chosen))
+        day = ((cols["ts"][chosen] - np.datetime64(config.start, "us").astype(np.int64)) // DAY).astype(int)
+        keep = (kind != "late") | (day + late_by < config.days)  # a late record needs a later file
+        faults[source] = {int(s): (k, int(b)) for s, k, b in zip(chosen[keep], kind[keep], late_by[keep])}
+        skewed = chosen[keep][kind[keep] == "clock_skew"]
+        skew.append(np.stack([skewed, (rng.uniform(2, 5, len(skewed)) * DAY).astype(np.int64)], axis=1))
+    skew = np.concatenate(skew)
+    con.register("skew", pa.table({"seq": pa.array(skew[:, 0]), "shift_us": pa.array(skew[:, 1])}))
+
+    fault_rows, records = [], {}
+    for source, layout in LAYOUTS.items():
+        assembler = _assemble(layout, rng, config, render_source(con, source), faults[source])
         for day, text, numbered in assembler.finish():
             relative = layout.relative_path((config.start + timedelta(days=int(day))).isoformat())
             path = out / relative
@@ -209,7 +208,7 @@ def _write_sources(out: Path, rng, config: GenerateConfig, cols: dict, frame: di
                     "reason": EXPECTED_REASON.get(fault), "event_id": event_id,
                     "true_date": config.start + timedelta(days=int(true_day)) if true_day is not None else None,
                 })
-    return fault_rows, records, source_tables
+    return fault_rows, records
 
 
 def _assemble(layout, rng, config, rendered: pa.Table, faults: dict) -> FileAssembler:
@@ -217,14 +216,13 @@ def _assemble(layout, rng, config, rendered: pa.Table, faults: dict) -> FileAsse
     assembler = FileAssembler(layout, rng)
     day = rendered.column("file_day").to_numpy()
     seq = rendered.column("seq").to_numpy()
-    is_copy = rendered.column("is_copy").to_numpy(zero_copy_only=False)
+    is_copy = rendered.column("is_copy").to_numpy()
     faulty_seq = np.fromiter(faults, dtype=np.int64, count=len(faults))
     late_seq = np.fromiter((s for s, (k, _) in faults.items() if k == "late"), dtype=np.int64)
     stays = ~is_copy & ~np.isin(seq, late_seq)
     lines = rendered.column("line").combine_chunks()
     for d in np.unique(day):
-        in_day = np.flatnonzero(stays & (day == d))
-        assembler.set_lines(int(d), lines.take(pa.array(in_day)))
+        assembler.set_lines(int(d), lines.take(pa.array(np.flatnonzero(stays & (day == d)))))
     event_ids = rendered.column("event_id")
     for i in np.flatnonzero(is_copy | np.isin(seq, faulty_seq)):
         d, line = int(day[i]), lines[i].as_py()
@@ -247,75 +245,65 @@ def _write_crm(out: Path, pop, ids) -> None:
     crm = pop.in_crm
     created = np.where(pop.via_email, pop.start_us - 90 * DAY, pop.entries[:, sc.SIGN_UP])
     table = pa.table({
-        "customer_id": pa.array(ids["customer_id"][crm], pa.string()),
-        "email": pa.array(ids["email"][crm], pa.string()),
-        "phone": pa.array(ids["phone_crm"][crm], pa.string()),
-        "segment": pa.array(np.array([p.name for p in sc.PERSONAS], dtype=object)[pop.persona[crm]], pa.string()),
+        "customer_id": pa.array(ids["customer_id"][crm]),
+        "email": pa.array(ids["email"][crm]),
+        "phone": pa.array(ids["phone_crm"][crm]),
+        "segment": pa.array(np.array([p.name for p in sc.PERSONAS])[pop.persona[crm]]),
         "created_at": truth.timestamps(created[crm]),
     })
     (out / "crm").mkdir(parents=True, exist_ok=True)
     pacsv.write_csv(table, out / "crm" / "customers.csv", pacsv.WriteOptions(quoting_style="needed"))
 
 
-def _customer_truth(pop, ids, keys, entries, channels, cols, journey) -> pa.Table:
+def _identity_truth(con, keys_by_event: pa.Array) -> pa.Table:
+    """Every identity value written to the raw files (normalised as a reader must normalise
+    it) with the customer a correct stitching resolves it to."""
+    con.register("event_keys", pa.table({"seq": pa.array(np.arange(len(keys_by_event))), "customer_key": keys_by_event}))
+    selects = [f"SELECT '{c}' AS identity_key, {c} AS raw_value, seq FROM enriched WHERE source = '{s}' AND {c} IS NOT NULL"
+               for s, columns in IDENTITY_COLUMNS.items() for c in columns]
+    return con.sql(f"""
+        SELECT DISTINCT identity_key,
+               CASE identity_key WHEN 'email' THEN lower(trim(raw_value))
+                    WHEN 'phone' THEN '+' || regexp_replace(raw_value, '[^0-9]', '', 'g')
+                    ELSE trim(raw_value) END AS value,
+               customer_key
+        FROM ({' UNION ALL '.join(selects)}) JOIN event_keys USING (seq)
+        ORDER BY identity_key, value""").to_arrow_table()
+
+
+def _customer_truth(pop, ids, keys, entries, channels, cols, journey, vocab) -> pa.Table:
     n_events = np.bincount(cols["cust"][cols["cust"] >= 0], minlength=pop.n)
     status, current = truth.statuses_as_of(entries, pop.exit_ts, pop.end_us, journey)
-    status = np.array(truth.STATUS_NAMES, dtype=object)[status]
-    personas = np.array([p.name for p in sc.PERSONAS], dtype=object)[pop.persona]
+    personas = np.array([p.name for p in sc.PERSONAS])[pop.persona]
     anonymous_ids = [[a, b] if two else [a] for a, b, two in zip(ids["anon1"], ids["anon2"], pop.second_device)]
     columns = {
         "customer_key": keys,
-        "customer_id": pa.array(np.where(pop.in_crm, ids["customer_id"], None), pa.string()),
-        "persona": pa.array(personas, pa.string()),
-        "segment": pa.array(np.where(pop.in_crm, personas, None), pa.string()),
+        "customer_id": pa.array(ids["customer_id"], mask=~pop.in_crm),
+        "persona": pa.array(personas),
+        "segment": pa.array(personas, mask=~pop.in_crm),
         "anonymous_ids": pa.array(anonymous_ids, pa.list_(pa.string())),
         "discovered_via_email": pa.array(pop.via_email),
-        "furthest_stage": pa.array(np.array(journey.stage_ids, dtype=object)[current], pa.string()),
-        "status": pa.array(status, pa.string()),
+        "furthest_stage": pa.array(journey.stage_ids, pa.string()).take(pa.array(current)),
+        "status": pa.array(truth.STATUS_NAMES, pa.string()).take(pa.array(status)),
         "exit_event": pa.array(pop.exit_event, pa.string()),
         "exit_at": truth.timestamps(pop.exit_ts),
         "n_events": pa.array(n_events, pa.int64()),
     }
     for k, stage in enumerate(journey.stage_ids):
         columns[f"entered_{stage}"] = truth.timestamps(entries[:, k])
-        columns[f"entry_channel_{stage}"] = pa.array(channels[:, k], pa.string())
+        columns[f"entry_channel_{stage}"] = vocab.texts(channels[:, k])
     return pa.table(columns)
 
 
-IDENTITY_COLUMNS = {"web": ("anonymous_id", "user_id"), "email": ("email",), "chat": ("anonymous_id", "email"),
-                    "phone": ("phone",), "survey": ("email",)}
-"""Identity fields each raw format carries (see journey_defs/sources/*.yaml)."""
-
-
-def _identity_truth(source_tables: dict[str, pa.Table], keys_by_event: pa.Array) -> pa.Table:
-    """Every identity value written to the raw files (normalised as a reader must normalise
-    it) with the customer a correct stitching resolves it to."""
-    selects = []
-    with duckdb.connect() as con:
-        con.register("keys", pa.table({"seq": pa.array(np.arange(len(keys_by_event))), "customer_key": keys_by_event}))
-        for source, identity_columns in IDENTITY_COLUMNS.items():
-            con.register(f"src_{source}", source_tables[source].select(["seq", *identity_columns]))
-            selects += [f"SELECT '{c}' AS identity_key, {c} AS raw_value, seq FROM src_{source} WHERE {c} IS NOT NULL"
-                        for c in identity_columns]
-        return con.sql(f"""
-            SELECT DISTINCT identity_key,
-                   CASE identity_key WHEN 'email' THEN lower(trim(raw_value))
-                        WHEN 'phone' THEN '+' || regexp_replace(raw_value, '[^0-9]', '', 'g')
-                        ELSE trim(raw_value) END AS value,
-                   customer_key
-            FROM ({' UNION ALL '.join(selects)}) JOIN keys USING (seq)
-            ORDER BY identity_key, value""").to_arrow_table()
-
-
-def _event_truth(cols: dict, keys_by_event: pa.Array) -> pa.Table:
+def _event_truth(cols: dict, keys_by_event: pa.Array, vocab: Vocabulary) -> pa.Table:
     """Every true event (faults excluded) with its customer and the role it was generated for."""
     return pa.table({
         "seq": pa.array(np.arange(len(cols["ts"]), dtype=np.int64)),
-        "source": pa.array(cols["source"], pa.string()),
-        "event_type": pa.array(cols["event_type"], pa.string()),
+        "source": vocab.texts(cols["source"]),
+        "event_type": vocab.texts(cols["event_type"]),
         "ts": truth.timestamps(cols["ts"]),
         "customer_key": keys_by_event,
-        "role": pa.array(cols["role"], pa.string()),
+        "role": vocab.texts(cols["role"]),
         "stage": pa.array(cols["stage"], pa.int64()),
     })
 
@@ -328,24 +316,20 @@ _FAULT_SCHEMA = pa.schema([
 
 def _summary(config, journey, tables, records, seconds) -> dict:
     customers = tables["customers"]
-    events = tables["events"]
-    reached = {
-        stage: customers.num_rows - customers.column(f"entered_{stage}").null_count for stage in journey.stage_ids
-    }
-    faults = tables["faults"].column("kind").value_counts().to_pylist()
-    statuses = customers.column("status").value_counts().to_pylist()
+    counts = lambda column: {d["values"]: d["counts"] for d in column.value_counts().to_pylist()}  # noqa: E731
     return {
         "config": {"customers": config.customers, "days": config.days, "seed": config.seed,
                    "start": config.start.isoformat(), "fault_rate": config.fault_rate,
                    "incident": None if config.incident is None else vars(config.incident)},
         "journey": journey.id,
-        "events": events.num_rows,
+        "events": tables["events"].num_rows,
         "records_written": sum(records.values()),
         "files": len(records),
-        "events_by_source": {d["values"]: d["counts"] for d in events.column("source").value_counts().to_pylist()},
-        "faults_by_kind": {d["values"]: d["counts"] for d in faults},
-        "customers_reaching_stage": reached,
-        "status_at_end": {d["values"]: d["counts"] for d in statuses},
+        "events_by_source": counts(tables["events"].column("source")),
+        "faults_by_kind": counts(tables["faults"].column("kind")),
+        "customers_reaching_stage": {
+            stage: customers.num_rows - customers.column(f"entered_{stage}").null_count for stage in journey.stage_ids},
+        "status_at_end": counts(customers.column("status")),
         "seconds": round(seconds, 3),
-        "events_per_second": round(events.num_rows / seconds),
+        "events_per_second": round(tables["events"].num_rows / seconds),
     }

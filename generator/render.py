@@ -72,18 +72,39 @@ _RECORD_SQL = {
 }
 
 
-def render_source(source: str, events: pa.Table) -> pa.Table:
-    """Lines of one source. `events` needs: file_day, ts (µs), seq, is_copy and the attribute and
-    identity columns the source uses. Ids number the real events in time order; copies made
-    for faults are numbered after them. Returns file_day, seq, is_copy, ts, event_id, line."""
+ENRICHED_VIEW = """
+CREATE OR REPLACE VIEW enriched AS
+SELECT e.*,
+       CASE WHEN e.cust >= 0 THEN CASE WHEN e.device = 1 THEN c.anon2 ELSE c.anon1 END END AS anonymous_id,
+       CASE WHEN e.identified THEN c.customer_id END AS user_id,
+       CASE WHEN e.cust < 0 THEN e.identity
+            WHEN e.source = 'chat' AND NOT e.chat_email THEN NULL
+            WHEN e.messy THEN '  ' || upper(c.email) || ' '
+            ELSE c.email END AS email,
+       CASE WHEN e.cust >= 0 THEN c.phone_compact ELSE e.identity END AS phone,
+       CASE WHEN e.role = 'stage' AND e.stage = 0 AND e.source = 'web' THEN 'https://www.google.com/' END AS referrer,
+       CASE WHEN e.device = 1 THEN 'Mobile Safari' ELSE 'Chrome/142' END AS user_agent
+FROM events e LEFT JOIN customers c ON e.cust = c.cust
+"""
+"""Each event with the identity values its raw format writes: the second device's anonymous
+id, the user id once the site knows it, hand-typed (messy) survey addresses, unknown callers."""
+
+
+def render_source(con: duckdb.DuckDBPyConnection, source: str) -> pa.Table:
+    """Lines of one source, from the `enriched` view plus the clock-skewed copies listed in
+    table `skew` (seq, shift_us). Ids number the real events in time order; copies come after.
+    Returns file_day, seq, is_copy, ts, event_id, line ordered by file_day, is_copy, ts, seq."""
     record = _RECORD_SQL[source]
     prefix = LAYOUTS[source].id_prefix
-    query = f"""
+    return con.sql(f"""
+        WITH rows AS (
+            SELECT *, false AS is_copy FROM enriched WHERE source = '{source}'
+            UNION ALL
+            SELECT e.* REPLACE (e.ts + s.shift_us AS ts), true AS is_copy
+            FROM enriched e JOIN skew s ON e.seq = s.seq WHERE e.source = '{source}'
+        )
         SELECT file_day, seq, is_copy, ts, '{prefix}' || lpad(CAST(rn AS VARCHAR), 9, '0') AS event_id,
                CAST({record} AS VARCHAR) AS line
-        FROM (SELECT *, row_number() OVER (ORDER BY is_copy, ts, seq) AS rn FROM events)
+        FROM (SELECT *, row_number() OVER (ORDER BY is_copy, ts, seq) AS rn FROM rows)
         ORDER BY file_day, is_copy, ts, seq
-    """
-    with duckdb.connect() as con:
-        con.register("events", events)
-        return con.sql(query).to_arrow_table()
+    """).to_arrow_table()

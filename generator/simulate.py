@@ -182,10 +182,6 @@ def _who(mask) -> np.ndarray:
     return np.flatnonzero(mask)
 
 
-def _pick(rng, options, n) -> np.ndarray:
-    return np.asarray(options, dtype=object)[rng.integers(0, len(options), n)]
-
-
 def _uniform_us(rng, n, low_us, high_us) -> np.ndarray:
     return rng.uniform(low_us, high_us, n)
 
@@ -199,15 +195,15 @@ def _stage_events(rng, pop: Population, ev: EventCollector) -> None:
     c = _who(pop.via_email)
     t = E[c, sc.DISCOVER]
     ev.add(c, t - _uniform_us(rng, len(c), HOUR, 3 * HOUR), source="email", event_type="delivered", role="ignored", stage=sc.DISCOVER,
-           campaign=_pick(rng, ["promo_spring", "promo_welcome10"], len(c)))
+           campaign=ev.pick(rng, ["promo_spring", "promo_welcome10"], len(c)))
     ev.add(c, t - _uniform_us(rng, len(c), 5 * MINUTE, 50 * MINUTE), source="email", event_type="open", role="ignored", stage=sc.DISCOVER,
            campaign="promo_spring")
     ev.add(c, t, source="email", event_type="click", role="stage", stage=sc.DISCOVER, campaign="promo_spring")
     ev.add(c, t + _uniform_us(rng, len(c), 10 * US, 40 * US), source="web", event_type="page_view", role="filler", stage=sc.DISCOVER,
-           page=_pick(rng, sc.DISCOVER_PAGES, len(c)))
+           page=ev.pick(rng, sc.DISCOVER_PAGES, len(c)))
     c = _who(~pop.via_email)
     ev.add(c, E[c, sc.DISCOVER], source="web", event_type="page_view", role="stage", stage=sc.DISCOVER,
-           page=_pick(rng, sc.DISCOVER_PAGES, len(c)))
+           page=ev.pick(rng, sc.DISCOVER_PAGES, len(c)))
 
     # Sign-up on the web (the first moment the site knows a non-lead's customer id).
     c = _who(~np.isnan(E[:, sc.SIGN_UP]))
@@ -244,12 +240,12 @@ def _stage_events(rng, pop: Population, ev: EventCollector) -> None:
     in_chat = rng.random(len(c)) < np.array([x.chat_onboarding for x in sc.PERSONAS])[p[c]]
     ce = c[~in_chat]
     t = E[ce, sc.ONBOARDING]
-    campaign = _pick(rng, ["onboarding_1", "onboarding_2", "onboarding_3"], len(ce))
+    campaign = ev.pick(rng, ["onboarding_1", "onboarding_2", "onboarding_3"], len(ce))
     ev.add(ce, np.maximum(E[ce, sc.FIRST_PURCHASE] + MINUTE, t - _uniform_us(rng, len(ce), HOUR, 4 * HOUR)),
            source="email", event_type="delivered", role="ignored", stage=sc.FIRST_PURCHASE, campaign=campaign)
     ev.add(ce, t, source="email", event_type="click", role="stage", stage=sc.ONBOARDING, campaign=campaign)
     cc = c[in_chat]
-    _chat_conversation(rng, pop, ev, cc, E[cc, sc.ONBOARDING], topic=np.full(len(cc), "onboarding", dtype=object),
+    _chat_conversation(rng, pop, ev, cc, E[cc, sc.ONBOARDING], topic=np.full(len(cc), ev.vocab.code("onboarding")),
                        role="stage", stage=sc.ONBOARDING)
 
     # Repeat purchase: reorder on the site or through the reminder e-mail.
@@ -309,7 +305,7 @@ def _fillers(rng, pop: Population, ev: EventCollector) -> None:
         ok = t < stage_window_end(pop, stage, 30 * MINUTE)[rep] - MINUTE
         second = pop.second_device[rep] & (stage >= sc.VERIFY)
         ev.add(rep[ok], t[ok], source="web", event_type="page_view", role=role, stage=stage,
-               page=_pick(rng, pages, int(ok.sum())), device=second[ok].astype(np.int64))
+               page=ev.pick(rng, pages, int(ok.sum())), device=second[ok].astype(np.int64))
     # The second device is seen logged in at least once, so its anonymous id co-occurs with the user id.
     c = _who(pop.second_device)
     t = E[c, sc.SIGN_UP] + _uniform_us(rng, len(c), HOUR, 48 * HOUR)
@@ -342,10 +338,10 @@ def _support_detours(rng, pop: Population, ev: EventCollector) -> None:
         phone = (pop.ident_ts[c] <= t) & pop.in_crm[c] & (rng.random(len(c)) < by_phone_rate[c])
         cp = c[phone]
         ev.add(cp, t[phone], source="phone", event_type="call", role="detour", stage=stage, queue="support",
-               disposition=_pick(rng, ["resolved", "transferred", "callback"], len(cp)),
+               disposition=ev.pick(rng, ["resolved", "transferred", "callback"], len(cp)),
                duration_s=rng.integers(60, 1200, len(cp)), score=_optional_scores(rng, len(cp), 1, 5))
         cc = c[~phone]
-        _chat_conversation(rng, pop, ev, cc, t[~phone], topic=_pick(rng, sc.SUPPORT_TOPICS, len(cc)), role="detour", stage=stage)
+        _chat_conversation(rng, pop, ev, cc, t[~phone], topic=ev.pick(rng, sc.SUPPORT_TOPICS, len(cc)), role="detour", stage=stage)
 
 
 def _backtracks_and_off_map(rng, pop: Population, ev: EventCollector) -> None:
@@ -365,8 +361,8 @@ def _backtracks_and_off_map(rng, pop: Population, ev: EventCollector) -> None:
         hi = stage_window_end(pop, stage, 2 * DAY)[c] - 2 * MINUTE
         ok = hi > lo
         c, t = c[ok], rng.uniform(lo[ok], hi[ok])
-        ev.add(c, t, source="web", event_type=_pick(rng, sc.OFF_MAP_EVENTS, len(c)), role="off_map", stage=stage,
-               page=_pick(rng, ["/product/box", "/blog/recipes", "/product/gift"], len(c)))
+        ev.add(c, t, source="web", event_type=ev.pick(rng, sc.OFF_MAP_EVENTS, len(c)), role="off_map", stage=stage,
+               page=ev.pick(rng, ["/product/box", "/blog/recipes", "/product/gift"], len(c)))
 
 
 def _exits_and_surveys(rng, pop: Population, ev: EventCollector) -> None:

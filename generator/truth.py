@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from generator import scenario as sc
+from generator.events import Vocabulary
 from generator.simulate import DAY, US
 from journey_defs.model import JourneyMap
 
@@ -18,11 +19,11 @@ CONVERTED, DROPPED, STALLED, IN_PROGRESS = range(4)
 NOT_STARTED = -1
 
 
-def stage_entries(cols: dict, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(n, stages) entry times and entry channels observed from the events meant as stage entries."""
+def stage_entries(cols: dict, n: int, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]:
+    """(n, stages) entry times and entry channel codes, from the events meant as stage entries."""
     entries = np.full((n, len(sc.STAGES)), np.nan)
-    channels = np.full((n, len(sc.STAGES)), None, dtype=object)
-    is_stage = cols["role"] == "stage"
+    channels = np.full((n, len(sc.STAGES)), -1, dtype=np.int32)
+    is_stage = cols["role"] == vocab.code("stage")
     cust, stage = cols["cust"][is_stage], cols["stage"][is_stage]
     entries[cust, stage] = cols["ts"][is_stage]
     channels[cust, stage] = cols["source"][is_stage]
@@ -92,35 +93,28 @@ def timestamps(values_us: np.ndarray) -> pa.Array:
     return pa.array(values_us.astype("datetime64[us]")).cast(pa.timestamp("us", tz="UTC"))
 
 
-def deviations(cols: dict, keys_by_event: pa.Array, journey: JourneyMap) -> pa.Table:
+def deviations(cols: dict, keys_by_event: pa.Array, journey: JourneyMap, vocab: Vocabulary) -> pa.Table:
     """Deviations the generator injected: skipped stage, backtrack, detour, off-map."""
-    names = journey.stage_ids
-    role, stage = cols["role"], cols["stage"]
     kind_of = {"skip": "skipped_stage", "backtrack": "backtrack", "detour": "detour", "off_map": "off_map"}
-    pick = np.isin(role, list(kind_of))
-    rows = {
-        "kind": np.array([kind_of[r] for r in role[pick]], dtype=object),
-        "stage": np.array([names[s] for s in stage[pick]], dtype=object),
-        "ts": cols["ts"][pick],
-        "channel": cols["source"][pick],
-        "event_type": cols["event_type"][pick],
-    }
+    role = cols["role"]
+    pick = np.isin(role, [vocab.code(r) for r in kind_of])
+    kinds = np.array([kind_of.get(r) for r in vocab.texts(role[pick]).to_pylist()], dtype=object)
+    names = np.array(journey.stage_ids, dtype=object)
+    stage = names[cols["stage"][pick]]
     # A backtrack revisits discover from the stage the customer was in.
-    is_backtrack = rows["kind"] == "backtrack"
-    rows["from_stage"] = np.where(is_backtrack, rows["stage"], None)
-    rows["stage"] = np.where(is_backtrack, names[sc.DISCOVER], rows["stage"])
+    is_backtrack = kinds == "backtrack"
     return pa.table({
         "customer_key": keys_by_event.filter(pa.array(pick)),
-        "kind": pa.array(rows["kind"], pa.string()),
-        "stage": pa.array(rows["stage"], pa.string()),
-        "from_stage": pa.array(rows["from_stage"], pa.string()),
-        "channel": pa.array(rows["channel"], pa.string()),
-        "event_type": pa.array(rows["event_type"], pa.string()),
-        "ts": timestamps(rows["ts"]),
+        "kind": pa.array(kinds, pa.string()),
+        "stage": pa.array(np.where(is_backtrack, names[sc.DISCOVER], stage), pa.string()),
+        "from_stage": pa.array(np.where(is_backtrack, stage, None), pa.string()),
+        "channel": vocab.texts(cols["source"][pick]),
+        "event_type": vocab.texts(cols["event_type"][pick]),
+        "ts": timestamps(cols["ts"][pick]),
     })
 
 
-def feedback(cols: dict, keys_by_event: pa.Array, entries: np.ndarray, journey: JourneyMap) -> pa.Table:
+def feedback(cols: dict, keys_by_event: pa.Array, entries: np.ndarray, journey: JourneyMap, vocab: Vocabulary) -> pa.Table:
     """NPS/CSAT answers with the stage the customer was in when answering (furthest reached)."""
     pick = ~np.isnan(cols["score"]) & (cols["cust"] >= 0)
     cust, ts = cols["cust"][pick], cols["ts"][pick]
@@ -128,9 +122,9 @@ def feedback(cols: dict, keys_by_event: pa.Array, entries: np.ndarray, journey: 
     current = reached.shape[1] - 1 - np.argmax(reached[:, ::-1], axis=1)
     return pa.table({
         "customer_key": keys_by_event.filter(pa.array(pick)),
-        "channel": pa.array(cols["source"][pick], pa.string()),
-        "event_type": pa.array(cols["event_type"][pick], pa.string()),
+        "channel": vocab.texts(cols["source"][pick]),
+        "event_type": vocab.texts(cols["event_type"][pick]),
         "ts": timestamps(ts),
         "score": pa.array(cols["score"][pick].astype(np.int32)),
-        "stage": pa.array(np.array(journey.stage_ids, dtype=object)[current], pa.string()),
+        "stage": pa.array(journey.stage_ids, pa.string()).take(pa.array(current)),
     })
