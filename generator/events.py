@@ -48,9 +48,13 @@ class Vocabulary:
 
     def texts(self, codes: np.ndarray) -> pa.Array:
         """The texts of `codes` as an Arrow string array (decoded in Arrow, not Python)."""
+        return self.dictionary(codes).cast(pa.string())
+
+    def dictionary(self, codes: np.ndarray) -> pa.DictionaryArray:
+        """`codes` as a dictionary-encoded Arrow array over this vocabulary."""
         codes = np.asarray(codes)
         indices = pa.array(np.maximum(codes, 0).astype(np.int32), mask=codes < 0)
-        return pa.DictionaryArray.from_arrays(indices, pa.array(self._texts, pa.string())).cast(pa.string())
+        return pa.DictionaryArray.from_arrays(indices, pa.array(self._texts, pa.string()))
 
 
 class EventCollector:

@@ -8,7 +8,7 @@ import io
 import json
 
 import pyarrow as pa
-import pyarrow.compute as pc
+import numpy as np
 
 from journey_defs.canonical import BAD_ROW_REASONS
 from generator.render import SourceLayout
@@ -79,44 +79,61 @@ def _corrupt_csv(layout: SourceLayout, line: str, kind: str, rng) -> str:
 
 
 class FileAssembler:
-    """Collects each day's lines of one source: the real records in time order (an Arrow
-    array) plus records inserted at random places; `finish` fixes the order, and so every
-    record's line number. Only inserted records are handled one by one in Python."""
+    """Writes each day's file of one source: a range of real lines (rendered with their
+    newline, in time order) minus the lines moved out (late records), plus records inserted at
+    random places. Real lines go to disk straight from the Arrow buffer; only inserted
+    records are handled one by one in Python."""
 
-    def __init__(self, layout: SourceLayout, rng):
+    def __init__(self, layout: SourceLayout, lines: pa.Array, rng):
         self.layout, self.rng = layout, rng
-        self._lines: dict[int, pa.Array] = {}
-        self._inserts: dict[int, list[tuple[float, str, tuple]]] = {}
+        self._lines = lines.cast(pa.large_string())
+        _, offsets, _ = self._lines.buffers()
+        self._offsets = np.frombuffer(offsets, dtype=np.int64)[self._lines.offset:self._lines.offset + len(self._lines) + 1] \
+            if len(self._lines) else np.zeros(1, np.int64)
+        self._data = memoryview(self._lines.buffers()[2]) if len(self._lines) else memoryview(b"")
+        self._ranges: dict[int, tuple[int, int]] = {}
+        self._excluded: dict[int, list[int]] = {}
+        self._inserts: dict[int, list[tuple[float, bytes, tuple]]] = {}
 
-    def set_lines(self, day: int, lines: pa.Array) -> None:
-        self._lines[day] = lines
+    def set_range(self, day: int, start: int, stop: int) -> None:
+        """Lines start..stop-1 belong to `day`'s file."""
+        self._ranges[day] = (start, stop)
+
+    def exclude(self, day: int, row: int) -> None:
+        self._excluded.setdefault(day, []).append(row)
 
     def insert(self, day: int, line: str, info: tuple) -> None:
-        """Place `line` at a uniformly random position of `day`'s file."""
-        self._inserts.setdefault(day, []).append((float(self.rng.random()), line, info))
+        """Place `line` (ending in a newline) at a uniformly random position of `day`'s file."""
+        self._inserts.setdefault(day, []).append(
+            (float(self.rng.random()), line.encode("utf-8", "surrogateescape"), info))
 
-    def finish(self):
-        """Yield (day, text, [(line_number, info), ...]) for every file, in day order."""
-        header = [self.layout.header] if self.layout.header else []
-        for day in sorted(set(self._lines) | set(self._inserts)):
-            base = self._lines.get(day, pa.array([], pa.string()))
-            inserts = sorted(self._inserts.get(day, []), key=lambda x: x[0])
-            pieces, numbered, taken, line_count = list(header), [], 0, len(header)
-            for fraction, line, info in inserts:
-                position = max(taken, int(fraction * (len(base) + 1)))
-                if position > taken:
-                    pieces.append(_joined(base.slice(taken, position - taken)))
-                    line_count += position - taken
-                numbered.append((line_count + 1, info))  # 1-based line number, header included
-                pieces.append(line)
-                line_count += 1
-                taken = position
-            if taken < len(base):
-                pieces.append(_joined(base.slice(taken)))
-            yield day, "\n".join(pieces) + "\n", numbered
+    def write(self, day: int, path) -> tuple[int, list[tuple[int, tuple]]]:
+        """Write `day`'s file; return its record count and [(line_number, info)] of inserts."""
+        start, stop = self._ranges.get(day, (0, 0))
+        excluded = np.asarray(sorted(self._excluded.get(day, [])), dtype=np.int64)
+        kept = np.setdiff1d(np.arange(start, stop), excluded, assume_unique=True)
+        inserts = sorted(self._inserts.get(day, []), key=lambda x: x[0])
+        positions = (np.array([f for f, _, _ in inserts]) * (len(kept) + 1)).astype(np.int64)
+        before = np.append(kept, stop)[positions] if inserts else np.empty(0, np.int64)
+        steps = sorted([(int(b), 0, i) for i, b in enumerate(before)] + [(int(x), 1, -1) for x in excluded])
+        numbered, line_no, cursor = [], 1 if self.layout.header else 0, start
+        with open(path, "wb") as out:
+            if self.layout.header:
+                out.write(self.layout.header.encode() + b"\n")
+            for row, kind, i in steps:
+                if row > cursor:
+                    out.write(self._data[self._offsets[cursor]:self._offsets[row]])
+                    line_no += row - cursor
+                    cursor = row
+                if kind == 0:
+                    _, line, info = inserts[i]
+                    out.write(line)
+                    line_no += 1
+                    numbered.append((line_no, info))
+                else:
+                    cursor = row + 1
+            out.write(self._data[self._offsets[cursor]:self._offsets[stop]])
+        return len(kept) + len(inserts), numbered
 
-
-def _joined(lines: pa.Array) -> str:
-    """Lines joined by newlines, in Arrow (no Python string per line)."""
-    as_list = pa.ListArray.from_arrays(pa.array([0, len(lines)], pa.int32()), lines)
-    return pc.binary_join(as_list, "\n")[0].as_py()
+    def days(self) -> list[int]:
+        return sorted(set(self._ranges) | set(self._inserts))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -19,7 +20,7 @@ from generator import scenario as sc
 from generator import truth
 from generator.events import Vocabulary
 from generator.faults import EXPECTED_REASON, FileAssembler, corrupt, fault_kinds
-from generator.render import ENRICHED_VIEW, LAYOUTS, render_source
+from generator.render import ENRICHED_TABLE, LAYOUTS, render_source
 from generator.simulate import DAY, US, Incident, emit_events, simulate_population
 from journey_defs.canonical import unresolved_customer_id
 from journey_defs.loader import BUILTIN_JOURNEYS, load_journey
@@ -61,10 +62,10 @@ def generate(out: str | Path, config: GenerateConfig, progress=print) -> dict:
     progress(f"simulated {pop.n:,} customers, {len(cols['ts']):,} events")
 
     with duckdb.connect() as con:
-        _register_events(con, cols, pop, ids, vocab, config, rng)
+        _register_events(con, cols, codes, pop, ids, vocab, config, rng)
         fault_rows, records = _write_sources(con, out, rng, config, cols, vocab)
         keys_by_event = keys.take(pa.array(codes))
-        identities = _identity_truth(con, keys_by_event)
+        identities = _identity_truth(con, keys)
     _write_crm(out, pop, ids)
     progress(f"wrote {len(records)} raw files: {sum(records.values()):,} records, {len(fault_rows):,} faults")
 
@@ -72,7 +73,7 @@ def generate(out: str | Path, config: GenerateConfig, progress=print) -> dict:
     customer_keys = keys.slice(0, pop.n)
     tables = {
         "customers": _customer_truth(pop, ids, customer_keys, entries, channels, cols, journey, vocab),
-        "status_daily": truth.status_daily(customer_keys, entries, pop.exit_ts, pop.start_us, config.days, journey),
+        "status_history": truth.status_history(customer_keys, entries, pop.exit_ts, pop.start_us, config.days, journey),
         "sessions": truth.sessions(codes, keys, cols["ts"], journey.session_gap.total_seconds() * US),
         "deviations": truth.deviations(cols, keys_by_event, journey, vocab),
         "feedback": truth.feedback(cols, keys_by_event, entries, journey, vocab),
@@ -143,18 +144,20 @@ def _normalized_noise(identity: str) -> str:
     return unresolved_customer_id("phone", "+" + "".join(ch for ch in identity if ch.isdigit()))
 
 
-def _register_events(con, cols: dict, pop, ids, vocab: Vocabulary, config: GenerateConfig, rng) -> None:
-    """The events (text columns dictionary-encoded) and customers tables behind ENRICHED_VIEW."""
+def _register_events(con, cols: dict, codes, pop, ids, vocab: Vocabulary, config: GenerateConfig, rng) -> None:
+    """The events (text columns dictionary-encoded) and customers tables behind ENRICHED_TABLE."""
     cust = cols["cust"]
     safe = np.maximum(cust, 0)
     source = cols["source"]
-    texts = {name: vocab.texts(cols[name]) for name in
+    texts = {name: vocab.dictionary(cols[name]) for name in
              ("source", "event_type", "role", "page", "campaign", "queue", "topic", "disposition", "identity")}
     comment = pa.array(COMMENTS, pa.string()).take(pa.array(rng.integers(0, len(COMMENTS), len(cust))))
     start_us = int(np.datetime64(config.start, "us").astype(np.int64))
     events = pa.table({
         "seq": pa.array(np.arange(len(cust), dtype=np.int64)),
         "cust": pa.array(cust),
+        "customer_code": pa.array(codes),
+        "rank": pa.array(_rank_within(source)),
         "ts": pa.array(cols["ts"].astype(np.int64)),
         "file_day": pa.array(((cols["ts"] - start_us) // DAY).astype(np.int64)),
         **texts,
@@ -173,7 +176,18 @@ def _register_events(con, cols: dict, pop, ids, vocab: Vocabulary, config: Gener
                           ("customer_id", "anon1", "anon2", "email", "phone_compact")}})
     con.register("events", events)
     con.register("customers", customers)
-    con.execute(ENRICHED_VIEW)
+    con.execute(ENRICHED_TABLE)
+
+
+def _rank_within(groups: np.ndarray) -> np.ndarray:
+    """1-based position of each element among the elements of its group, in array order."""
+    order = np.argsort(groups, kind="stable")
+    sorted_groups = groups[order]
+    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
+    counts = np.diff(np.r_[starts, len(groups)])
+    rank = np.empty(len(groups), dtype=np.int64)
+    rank[order] = np.arange(len(groups)) - np.repeat(starts, counts) + 1
+    return rank
 
 
 def _write_sources(con, out: Path, rng, config: GenerateConfig, cols: dict, vocab: Vocabulary):
@@ -191,38 +205,51 @@ def _write_sources(con, out: Path, rng, config: GenerateConfig, cols: dict, voca
         skewed = chosen[keep][kind[keep] == "clock_skew"]
         skew.append(np.stack([skewed, (rng.uniform(2, 5, len(skewed)) * DAY).astype(np.int64)], axis=1))
     skew = np.concatenate(skew)
-    con.register("skew", pa.table({"seq": pa.array(skew[:, 0]), "shift_us": pa.array(skew[:, 1])}))
+    source_of = cols["source"][skew[:, 0]]
+    real_counts = np.bincount(cols["source"], minlength=source_of.max(initial=0) + 1)
+    copy_rank = real_counts[source_of] + _rank_within(source_of)
+    con.register("skew_rows", pa.table({"seq": pa.array(skew[:, 0]), "shift_us": pa.array(skew[:, 1]),
+                                        "copy_rank": pa.array(copy_rank)}))
+    con.execute("CREATE TABLE skew AS SELECT * FROM skew_rows")  # a table: every thread's cursor sees it
 
-    fault_rows, records = [], {}
-    for source, layout in LAYOUTS.items():
-        assembler = _assemble(layout, rng, config, render_source(con, source), faults[source])
-        for day, text, numbered in assembler.finish():
-            relative = layout.relative_path((config.start + timedelta(days=int(day))).isoformat())
+    def write(source: str) -> tuple[list[dict], dict[str, int]]:
+        layout, rows, counts = LAYOUTS[source], [], {}
+        assembler = _assemble(layout, rng_by_source[source], config, render_source(con.cursor(), source), faults[source])
+        for day in assembler.days():
+            relative = layout.relative_path((config.start + timedelta(days=day)).isoformat())
             path = out / relative
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(text.encode("utf-8", "surrogateescape"))
-            records[relative] = text.count("\n") - (1 if layout.header else 0)
-            for line, (fault, event_id, true_day) in numbered:
-                fault_rows.append({
-                    "source": source, "file": relative, "line": line, "kind": fault,
-                    "reason": EXPECTED_REASON.get(fault), "event_id": event_id,
-                    "true_date": config.start + timedelta(days=int(true_day)) if true_day is not None else None,
-                })
+            counts[relative], numbered = assembler.write(day, path)
+            rows += [{"source": source, "file": relative, "line": line, "kind": fault,
+                      "reason": EXPECTED_REASON.get(fault), "event_id": event_id,
+                      "true_date": config.start + timedelta(days=int(true_day)) if true_day is not None else None}
+                     for line, (fault, event_id, true_day) in numbered]
+        return rows, counts
+
+    # One generator per source keeps the output identical whatever order the threads run in.
+    rng_by_source = {source: np.random.default_rng(seed) for source, seed in
+                     zip(LAYOUTS, rng.integers(0, 2**63, len(LAYOUTS)))}
+    fault_rows, records = [], {}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for rows, counts in pool.map(write, LAYOUTS):
+            fault_rows += rows
+            records.update(counts)
     return fault_rows, records
 
 
 def _assemble(layout, rng, config, rendered: pa.Table, faults: dict) -> FileAssembler:
     """Files of one source: real lines in time order; late ones moved; broken copies inserted."""
-    assembler = FileAssembler(layout, rng)
     day = rendered.column("file_day").to_numpy()
     seq = rendered.column("seq").to_numpy()
     is_copy = rendered.column("is_copy").to_numpy()
-    faulty_seq = np.fromiter(faults, dtype=np.int64, count=len(faults))
-    late_seq = np.fromiter((s for s, (k, _) in faults.items() if k == "late"), dtype=np.int64)
-    stays = ~is_copy & ~np.isin(seq, late_seq)
     lines = rendered.column("line").combine_chunks()
-    for d in np.unique(day):
-        assembler.set_lines(int(d), lines.take(pa.array(np.flatnonzero(stays & (day == d)))))
+    assembler = FileAssembler(layout, lines, rng)
+    real_days, real_seq = day[~is_copy], seq[~is_copy]  # real rows come first, in time order
+    if np.any(np.diff(real_seq) <= 0):
+        raise RuntimeError(f"{layout.name}: rendered rows are not in time order; files would mix days")
+    for d in np.unique(real_days):
+        assembler.set_range(int(d), int(np.searchsorted(real_days, d)), int(np.searchsorted(real_days, d, side="right")))
+    faulty_seq = np.fromiter(faults, dtype=np.int64, count=len(faults))
     event_ids = rendered.column("event_id")
     for i in np.flatnonzero(is_copy | np.isin(seq, faulty_seq)):
         d, line = int(day[i]), lines[i].as_py()
@@ -232,12 +259,13 @@ def _assemble(layout, rng, config, rendered: pa.Table, faults: dict) -> FileAsse
         kind, late_by = faults[int(seq[i])]
         event_id = f"{layout.name}:{event_ids[i].as_py()}"
         if kind == "late":
+            assembler.exclude(d, int(i))
             assembler.insert(d + late_by, line, ("late", event_id, d))
         elif kind == "duplicate":
             target = d + 1 if rng.random() < 0.2 and d + 1 < config.days else d
             assembler.insert(target, line, ("duplicate", event_id, None))
         elif kind != "clock_skew":
-            assembler.insert(d, corrupt(layout, line, kind, rng), (kind, None, None))
+            assembler.insert(d, corrupt(layout, line[:-1], kind, rng) + "\n", (kind, None, None))
     return assembler
 
 
@@ -255,19 +283,19 @@ def _write_crm(out: Path, pop, ids) -> None:
     pacsv.write_csv(table, out / "crm" / "customers.csv", pacsv.WriteOptions(quoting_style="needed"))
 
 
-def _identity_truth(con, keys_by_event: pa.Array) -> pa.Table:
+def _identity_truth(con, keys: pa.Array) -> pa.Table:
     """Every identity value written to the raw files (normalised as a reader must normalise
     it) with the customer a correct stitching resolves it to."""
-    con.register("event_keys", pa.table({"seq": pa.array(np.arange(len(keys_by_event))), "customer_key": keys_by_event}))
-    selects = [f"SELECT '{c}' AS identity_key, {c} AS raw_value, seq FROM enriched WHERE source = '{s}' AND {c} IS NOT NULL"
-               for s, columns in IDENTITY_COLUMNS.items() for c in columns]
+    con.register("customer_keys", pa.table({"customer_code": pa.array(np.arange(len(keys))), "customer_key": keys}))
+    selects = [f"SELECT '{c}' AS identity_key, {c} AS raw_value, customer_code FROM enriched "
+               f"WHERE source = '{s}' AND {c} IS NOT NULL" for s, columns in IDENTITY_COLUMNS.items() for c in columns]
     return con.sql(f"""
         SELECT DISTINCT identity_key,
                CASE identity_key WHEN 'email' THEN lower(trim(raw_value))
                     WHEN 'phone' THEN '+' || regexp_replace(raw_value, '[^0-9]', '', 'g')
                     ELSE trim(raw_value) END AS value,
                customer_key
-        FROM ({' UNION ALL '.join(selects)}) JOIN event_keys USING (seq)
+        FROM (SELECT DISTINCT * FROM ({' UNION ALL '.join(selects)})) JOIN customer_keys USING (customer_code)
         ORDER BY identity_key, value""").to_arrow_table()
 
 

@@ -44,7 +44,7 @@ LAYOUTS = {
                            columns=("response_id", "email", "answered_at", "survey", "score", "about", "comment")),
 }
 
-_ID = "{prefix} || lpad(CAST(rn AS VARCHAR), 9, '0')"
+_ID = "{prefix} || lpad(CAST(rank AS VARCHAR), 9, '0')"
 _ISO_MS = "strftime(make_timestamp(ts), '%Y-%m-%dT%H:%M:%S.%gZ')"
 _CSV_TEXT = "'\"' || replace(coalesce({col}, ''), '\"', '\"\"') || '\"'"
 
@@ -72,8 +72,8 @@ _RECORD_SQL = {
 }
 
 
-ENRICHED_VIEW = """
-CREATE OR REPLACE VIEW enriched AS
+ENRICHED_TABLE = """
+CREATE OR REPLACE TABLE enriched AS
 SELECT e.*,
        CASE WHEN e.cust >= 0 THEN CASE WHEN e.device = 1 THEN c.anon2 ELSE c.anon1 END END AS anonymous_id,
        CASE WHEN e.identified THEN c.customer_id END AS user_id,
@@ -85,26 +85,25 @@ SELECT e.*,
        CASE WHEN e.role = 'stage' AND e.stage = 0 AND e.source = 'web' THEN 'https://www.google.com/' END AS referrer,
        CASE WHEN e.device = 1 THEN 'Mobile Safari' ELSE 'Chrome/142' END AS user_agent
 FROM events e LEFT JOIN customers c ON e.cust = c.cust
+ORDER BY e.seq
 """
-"""Each event with the identity values its raw format writes: the second device's anonymous
+"""Each event, in time order (a parallel join does not keep it by itself), with the identity
+values its raw format writes: the second device's anonymous
 id, the user id once the site knows it, hand-typed (messy) survey addresses, unknown callers."""
 
 
 def render_source(con: duckdb.DuckDBPyConnection, source: str) -> pa.Table:
-    """Lines of one source, from the `enriched` view plus the clock-skewed copies listed in
-    table `skew` (seq, shift_us). Ids number the real events in time order; copies come after.
-    Returns file_day, seq, is_copy, ts, event_id, line ordered by file_day, is_copy, ts, seq."""
-    record = _RECORD_SQL[source]
+    """Lines of one source from the `enriched` table (rows in time order, `rank` numbering each
+    source's events) and the clock-skewed copies listed in table `skew` (seq, shift_us,
+    copy_rank), which are numbered after the real events. Returns file_day, seq, is_copy,
+    event_id, line (ending in a newline): real rows in time order, then the copies."""
     prefix = LAYOUTS[source].id_prefix
-    return con.sql(f"""
+    select = f"""SELECT file_day, seq, is_copy, '{prefix}' || lpad(CAST(rank AS VARCHAR), 9, '0') AS event_id,
+                        CAST({_RECORD_SQL[source]} AS VARCHAR) || chr(10) AS line FROM rows"""
+    real = con.sql(f"WITH rows AS (SELECT *, false AS is_copy FROM enriched WHERE source = '{source}') {select}")
+    copies = con.sql(f"""
         WITH rows AS (
-            SELECT *, false AS is_copy FROM enriched WHERE source = '{source}'
-            UNION ALL
-            SELECT e.* REPLACE (e.ts + s.shift_us AS ts), true AS is_copy
-            FROM enriched e JOIN skew s ON e.seq = s.seq WHERE e.source = '{source}'
-        )
-        SELECT file_day, seq, is_copy, ts, '{prefix}' || lpad(CAST(rn AS VARCHAR), 9, '0') AS event_id,
-               CAST({record} AS VARCHAR) AS line
-        FROM (SELECT *, row_number() OVER (ORDER BY is_copy, ts, seq) AS rn FROM rows)
-        ORDER BY file_day, is_copy, ts, seq
-    """).to_arrow_table()
+            SELECT e.* REPLACE (e.ts + s.shift_us AS ts, s.copy_rank AS rank), true AS is_copy
+            FROM enriched e JOIN skew s ON e.seq = s.seq WHERE e.source = '{source}' ORDER BY s.copy_rank)
+        {select}""")
+    return pa.concat_tables([real.to_arrow_table(), copies.to_arrow_table()])

@@ -50,23 +50,30 @@ def statuses_as_of(entries: np.ndarray, exit_ts: np.ndarray, as_of_us: float, jo
     return code, current
 
 
-def status_daily(keys: pa.Array, entries, exit_ts, start_us: int, days: int, journey: JourneyMap) -> pa.Table:
-    """Status of every started journey at the end of each day of the period."""
-    customer, day, status_code, stage = [], [], [], []
+def status_history(keys: pa.Array, entries, exit_ts, start_us: int, days: int, journey: JourneyMap) -> pa.Table:
+    """Status and current stage of every started journey at the end of each day, stored as
+    intervals: one row per customer and run of days with the same status and stage
+    (`valid_from` .. `valid_to`, both inclusive). The status as of day D is the row with
+    valid_from <= D <= valid_to."""
+    codes = np.empty((len(entries), days), dtype=np.int16)
     for d in range(days):
         status, current = statuses_as_of(entries, exit_ts, start_us + (d + 1) * DAY, journey)
-        on = np.flatnonzero(status != NOT_STARTED)
-        customer.append(on)
-        day.append(np.full(len(on), d))
-        status_code.append(status[on])
-        stage.append(current[on])
-    customer, day = np.concatenate(customer), np.concatenate(day)
-    dates = (np.datetime64(start_us, "us").astype("datetime64[D]") + day).astype("datetime64[D]")
+        codes[:, d] = np.where(status == NOT_STARTED, -1, status * 16 + current)
+    change = np.ones_like(codes, dtype=bool)
+    change[:, 1:] = codes[:, 1:] != codes[:, :-1]
+    customer, first_day = np.nonzero(change)
+    last_day = np.append(first_day[1:] - 1, days - 1)
+    last_day[np.append(customer[1:] != customer[:-1], True)] = days - 1
+    code = codes[customer, first_day]
+    started = code >= 0
+    customer, first_day, last_day, code = customer[started], first_day[started], last_day[started], code[started]
+    day0 = np.datetime64(start_us, "us").astype("datetime64[D]")
     return pa.table({
         "customer_key": keys.take(pa.array(customer)),
-        "date": pa.array(dates),
-        "status": pa.array(STATUS_NAMES, pa.string()).take(pa.array(np.concatenate(status_code))),
-        "stage": pa.array(journey.stage_ids, pa.string()).take(pa.array(np.concatenate(stage))),
+        "valid_from": pa.array(day0 + first_day),
+        "valid_to": pa.array(day0 + last_day),
+        "status": pa.array(STATUS_NAMES, pa.string()).take(pa.array(code // 16)),
+        "stage": pa.array(journey.stage_ids, pa.string()).take(pa.array(code % 16)),
     })
 
 

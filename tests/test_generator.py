@@ -58,10 +58,10 @@ def tree_digest(root: Path) -> str:
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path):
-    small = GenerateConfig(customers=300, days=5, seed=5)
+    small = GenerateConfig(customers=5_000, days=10, seed=5)
     for name in ("a", "b"):
         generate(tmp_path / name, small, progress=lambda _: None)
-    generate(tmp_path / "c", GenerateConfig(customers=300, days=5, seed=6), progress=lambda _: None)
+    generate(tmp_path / "c", GenerateConfig(customers=5_000, days=10, seed=6), progress=lambda _: None)
     assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b")
     assert tree_digest(tmp_path / "a") != tree_digest(tmp_path / "c")
 
@@ -180,9 +180,17 @@ def test_statuses_follow_the_journey_rules(sample):
             assert c["exit_at"] is not None or end - start > journey.conversion_window
     statuses = Counter(c["status"] for c in customers)
     assert all(statuses[s] > 0 for s in ("converted", "dropped", "stalled", "in_progress"))
-    daily = truth(sample, "status_daily")
-    last = daily.filter(pa.compute.equal(daily["date"], pa.scalar(CONFIG.start + timedelta(days=CONFIG.days - 1))))
-    assert Counter(last["status"].to_pylist()) == statuses
+    history = truth(sample, "status_history").to_pylist()
+    last_day = CONFIG.start + timedelta(days=CONFIG.days - 1)
+    assert Counter(h["status"] for h in history if h["valid_to"] == last_day) == statuses
+    # Intervals of one customer are contiguous and never overlap.
+    by_customer = {}
+    for h in history:
+        by_customer.setdefault(h["customer_key"], []).append((h["valid_from"], h["valid_to"]))
+    for spans in by_customer.values():
+        spans.sort()
+        assert all(b[0] == a[1] + timedelta(days=1) for a, b in zip(spans, spans[1:]))
+        assert spans[-1][1] == last_day
 
 
 def test_sessions_deviations_and_feedback_are_recorded(sample):
