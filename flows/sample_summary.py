@@ -12,7 +12,10 @@ import pyarrow.parquet as pq
 
 from journey_defs.loader import load_journey, resolve_journey
 from journey_defs.source_spec import available_sources, load_sources
-from transforms.parse import dedupe, parse_file, read_identity_table, source_files
+from transforms.parse import dedupe, parse_files, read_identity_table, source_files
+
+FILES_PER_BATCH = 8
+"""Files parsed per query: amortises the fixed cost of a query, keeps memory bounded."""
 
 
 def print_summary(data_dir: Path, journey_name: str, sources_dirs=(), out=print) -> dict:
@@ -33,7 +36,8 @@ def print_summary(data_dir: Path, journey_name: str, sources_dirs=(), out=print)
             rows = sum(read_identity_table(spec, path).num_rows for path, _ in files)
             out(f"{name:<10}{len(files):>7}{rows:>11,}  identity table (customers)")
             continue
-        results = [parse_file(spec, path, data_dir=data_dir, file_date=day) for path, day in files]
+        results = [parse_files(spec, files[i:i + FILES_PER_BATCH], data_dir=data_dir)
+                   for i in range(0, len(files), FILES_PER_BATCH)]
         events = pa.concat_tables([r.events for r in results]) if results else None
         unique, duplicates = dedupe(events) if events is not None else (None, 0)
         records = sum(r.records_read for r in results)

@@ -19,7 +19,7 @@ from generator.generate import GenerateConfig, generate
 from generator.simulate import Incident
 from journey_defs.loader import BUILTIN_JOURNEYS, load_journey
 from journey_defs.source_spec import load_sources
-from transforms.parse import dedupe, parse_file, read_identity_table, source_files
+from transforms.parse import dedupe, parse_files, read_identity_table, source_files
 
 CONFIG = GenerateConfig(customers=2500, days=14, seed=11, fault_rate=0.03)
 EVENT_SOURCES = ("web", "email", "chat", "phone", "survey")
@@ -36,8 +36,7 @@ def sample(tmp_path_factory) -> Path:
 def parsed(sample):
     """Every raw file read back through the built-in source specs."""
     specs = load_sources(EVENT_SOURCES)
-    results = [parse_file(spec, path, data_dir=sample, file_date=day)
-               for spec in specs.values() for path, day in source_files(spec, sample)]
+    results = [parse_files(spec, source_files(spec, sample), data_dir=sample) for spec in specs.values()]
     return {
         "events": pa.concat_tables([r.events for r in results]),
         "bad_rows": pa.concat_tables([r.bad_rows for r in results]),

@@ -5,6 +5,7 @@ import csv
 import gc
 import hashlib
 import io
+import json
 from collections import Counter
 from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
@@ -16,6 +17,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
+from generator.generate import GenerateConfig, generate
 from journey_defs.canonical import BAD_ROW_SCHEMA, CANONICAL_SCHEMA, IDENTITY_TABLE_SCHEMA
 from journey_defs.source_spec import load_sources
 from transforms.parse import (
@@ -25,6 +27,7 @@ from transforms.parse import (
     normalize_phone,
     parse_bytes,
     parse_file,
+    parse_files,
     read_identity_table,
     source_files,
     stable_event_id,
@@ -32,8 +35,6 @@ from transforms.parse import (
 
 RAW = Path(__file__).parent / "fixtures" / "raw"
 DAY = date(2026, 1, 5)
-HELPDESK_DIR = Path("/work/shared/data")
-HELPDESK = HELPDESK_DIR / "helpdesk" / "helpdesk.csv"
 SPECS = load_sources()
 
 
@@ -327,13 +328,13 @@ README_COUNTS = {
     "Wait": 1463, "Require upgrade": 119, "Insert ticket": 118, "Create SW anomaly": 67,
     "Resolve SW anomaly": 13, "Schedule intervention": 5, "VERIFIED": 3, "RESOLVED": 2, "INVALID": 2, "DUPLICATE": 1,
 }
-needs_helpdesk = pytest.mark.skipif(not HELPDESK.exists(), reason="real Helpdesk log not available")
 
 
 @pytest.fixture(scope="module")
-def helpdesk_events():
-    [(path, file_date)] = source_files(SPECS["helpdesk"], HELPDESK_DIR)
-    result = parse_file(SPECS["helpdesk"], path, data_dir=HELPDESK_DIR, file_date=file_date)
+def helpdesk_events(helpdesk_csv):
+    data_dir = helpdesk_csv.parents[1]  # the spec's path is helpdesk/helpdesk.csv
+    [(path, file_date)] = source_files(SPECS["helpdesk"], data_dir)
+    result = parse_file(SPECS["helpdesk"], path, data_dir=data_dir, file_date=file_date)
     assert result.records_read == result.events.num_rows
     assert result.bad_rows.num_rows == 0
     return result.events
@@ -343,7 +344,6 @@ def multiset(events: pa.Table) -> Counter:
     return Counter(zip(events["user_id"].to_pylist(), events["event_type"].to_pylist(), events["ts"].to_pylist()))
 
 
-@needs_helpdesk
 def test_real_helpdesk_log(helpdesk_events):
     events = helpdesk_events
     assert events.num_rows == 21_348
@@ -356,10 +356,10 @@ def test_real_helpdesk_log(helpdesk_events):
     assert len(set(events["event_id"].to_pylist())) == 21_348
 
 
-def _helpdesk_as_xes(path: Path) -> None:
+def _helpdesk_as_xes(csv_path: Path, path: Path) -> None:
     """The standard XES shape: <log><trace>case attributes, <event>s</trace></log>."""
     traces: dict[str, list[dict]] = {}
-    with HELPDESK.open(newline="", encoding="utf-8") as handle:
+    with csv_path.open(newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
             traces.setdefault(row["case:concept:name"], []).append(row)
     out = ['<?xml version="1.0" encoding="UTF-8"?>', '<log xes.version="1.0">']
@@ -379,11 +379,10 @@ def _helpdesk_as_xes(path: Path) -> None:
     path.write_text("\n".join(out) + "\n", encoding="utf-8")
 
 
-@needs_helpdesk
-def test_real_helpdesk_log_as_xes_and_parquet_gives_the_same_events(helpdesk_events, tmp_path):
+def test_real_helpdesk_log_as_xes_and_parquet_gives_the_same_events(helpdesk_events, helpdesk_csv, tmp_path):
     (tmp_path / "helpdesk").mkdir()
-    _helpdesk_as_xes(tmp_path / "helpdesk" / "helpdesk.xes")
-    pq.write_table(pacsv.read_csv(HELPDESK), tmp_path / "helpdesk" / "helpdesk.parquet")  # real timestamp column
+    _helpdesk_as_xes(helpdesk_csv, tmp_path / "helpdesk" / "helpdesk.xes")
+    pq.write_table(pacsv.read_csv(helpdesk_csv), tmp_path / "helpdesk" / "helpdesk.parquet")  # real timestamp column
     expected = multiset(helpdesk_events)
     for fmt in ("xes", "parquet"):
         spec = replace(SPECS["helpdesk"], format=fmt, path=f"helpdesk/helpdesk.{fmt}")
@@ -478,3 +477,125 @@ def test_dedupe_keeps_the_first_occurrence_and_counts_duplicates():
     assert sorted(unique["event_id"].to_pylist()) == sorted(events["event_id"].to_pylist())
     assert unique["source_line"].to_pylist() == [2, 4, 1]  # input order kept
     assert dedupe(events)[1] == 0
+
+
+# --- batches of files: one query, the same rows as file by file -----------------------
+def assert_batch_equals_file_by_file(spec, files, data_dir, limits=ParseLimits()):
+    """parse_files over `files` == parse_file of each, concatenated; returns the batch result."""
+    singles = [parse_file(spec, path, data_dir=data_dir, file_date=day, limits=limits) for path, day in files]
+    batch = parse_files(spec, files, data_dir=data_dir, limits=limits)
+    assert batch.records_read == sum(r.records_read for r in singles)
+    assert batch.events.schema == CANONICAL_SCHEMA and batch.bad_rows.schema == BAD_ROW_SCHEMA
+    assert batch.events.to_pylist() == pa.concat_tables([r.events for r in singles]).to_pylist()
+    assert batch.bad_rows.to_pylist() == pa.concat_tables([r.bad_rows for r in singles]).to_pylist()
+    return batch
+
+
+@pytest.mark.parametrize("source", ["web", "email", "chat", "phone", "survey", "helpdesk"])
+def test_parse_files_equals_file_by_file_on_fixtures(source):
+    files = source_files(SPECS[source], RAW)  # web: two days in one batch
+    batch = assert_batch_equals_file_by_file(SPECS[source], files, RAW)
+    assert batch.events.num_rows > 0
+
+
+@pytest.fixture(scope="module")
+def faulty_sample(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("faulty")
+    generate(out, GenerateConfig(customers=600, days=6, seed=5, fault_rate=0.08), progress=lambda _: None)
+    return out
+
+
+@pytest.mark.parametrize("source", ["web", "email", "chat", "phone", "survey"])
+def test_parse_files_equals_file_by_file_on_a_generated_sample_with_faults(faulty_sample, source):
+    spec = SPECS[source]
+    files = source_files(spec, faulty_sample)
+    assert len({day for _, day in files}) >= 3
+    whole = assert_batch_equals_file_by_file(spec, files, faulty_sample)
+    for start in range(0, len(files), 2):  # and in batches of two days
+        assert_batch_equals_file_by_file(spec, files[start:start + 2], faulty_sample)
+    assert whole.bad_rows.num_rows > 0  # compared above with their reasons, lines, details and raw text
+
+
+def test_generated_faults_cover_reader_and_sql_reasons(faulty_sample):
+    reasons = Counter()
+    for source in ("web", "email", "chat", "phone", "survey"):
+        files = source_files(SPECS[source], faulty_sample)
+        reasons.update(parse_files(SPECS[source], files, data_dir=faulty_sample).bad_rows["reason"].to_pylist())
+    # reader-level (detail from the file's records) and SQL-level reasons, all compared above
+    assert {"malformed", "invalid_utf8", "missing_timestamp", "bad_timestamp", "clock_skew", "unknown_event_type",
+            "wrong_type"} <= set(reasons)
+
+
+def test_parse_files_clock_checks_use_each_records_own_file_day(tmp_path):
+    def record(i: int, ts: str) -> str:
+        return f'{{"message_id": "m{i}", "event": "page_view", "anonymous_id": "a", "timestamp": "{ts}"}}\n'
+
+    day1, day2 = date(2026, 1, 5), date(2026, 1, 20)
+    (tmp_path / "web" / "2026-01-05").mkdir(parents=True)
+    (tmp_path / "web" / "2026-01-20").mkdir(parents=True)
+    (tmp_path / "web/2026-01-05/a.jsonl").write_text(
+        record(1, "2026-01-05T10:00:00Z") + record(2, "2026-01-20T10:00:00Z"))  # 2: fine on day 2, skewed here
+    (tmp_path / "web/2026-01-20/a.jsonl").write_text(
+        record(3, "2026-01-20T10:00:00Z") + record(4, "2026-01-05T10:00:00Z"))  # 4: fine on day 1, too late here
+    files = source_files(SPECS["web"], tmp_path)
+    assert [day for _, day in files] == [day1, day2]
+    batch = assert_batch_equals_file_by_file(SPECS["web"], files, tmp_path)
+    assert batch.events.select(["event_id", "source_file", "source_date"]).to_pylist() == [
+        {"event_id": "web:m1", "source_file": "web/2026-01-05/a.jsonl", "source_date": day1},
+        {"event_id": "web:m3", "source_file": "web/2026-01-20/a.jsonl", "source_date": day2},
+    ]
+    assert batch.bad_rows.select(["source_file", "source_line", "source_date", "reason", "detail"]).to_pylist() == [
+        {"source_file": "web/2026-01-05/a.jsonl", "source_line": 2, "source_date": day1, "reason": "clock_skew",
+         "detail": "timestamp 2026-01-20T10:00:00Z is after the end of file day 2026-01-05 + 1:00:00 clock skew"},
+        {"source_file": "web/2026-01-20/a.jsonl", "source_line": 2, "source_date": day2, "reason": "too_late",
+         "detail": "timestamp 2026-01-05T10:00:00Z is before the start of file day 2026-01-20 - 7 days, 0:00:00 allowed lateness"},
+    ]
+    # limits apply to every file of the batch; with room for both, nothing is rejected
+    wide = ParseLimits(max_clock_skew=timedelta(days=15), allowed_lateness=timedelta(days=15))
+    assert assert_batch_equals_file_by_file(SPECS["web"], files, tmp_path, limits=wide).bad_rows.num_rows == 0
+
+
+def test_parse_files_with_dated_and_undated_files_checks_only_the_dated(tmp_path):
+    spec = replace(SPECS["web"], path="web/**/*.jsonl")
+    (tmp_path / "web" / "old").mkdir(parents=True)
+    line = '{"event": "page_view", "anonymous_id": "a", "timestamp": "2020-01-01T00:00:00Z"}\n'
+    (tmp_path / "web/old/x.jsonl").write_text(line)
+    (tmp_path / "web/y.jsonl").write_text(line)
+    files = [(str(tmp_path / "web/old/x.jsonl"), None), (str(tmp_path / "web/y.jsonl"), DAY)]
+    batch = assert_batch_equals_file_by_file(spec, files, tmp_path)
+    assert batch.bad_rows.select(["source_file", "reason"]).to_pylist() == [
+        {"source_file": "web/y.jsonl", "reason": "too_late"}]
+
+
+def test_parse_files_parquet_with_different_schemas_and_xes(tmp_path):
+    (tmp_path / "helpdesk").mkdir()
+    rows = [{"case:concept:name": "C1", "concept:name": "Insert ticket", "time:timestamp": "2012-06-01T09:00:00Z"},
+            {"case:concept:name": "", "concept:name": "Closed", "time:timestamp": "2012-06-02T09:00:00Z"}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "helpdesk" / "a.parquet")
+    pq.write_table(pa.Table.from_pylist([{**r, "org:resource": "Value 1"} for r in rows]), tmp_path / "helpdesk" / "b.parquet")
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "helpdesk" / "c.parquet")
+    spec = replace(SPECS["helpdesk"], format="parquet", path="helpdesk/*.parquet")
+    files = source_files(spec, tmp_path)
+    batch = assert_batch_equals_file_by_file(spec, files, tmp_path)
+    assert batch.bad_rows.select(["source_file", "reason", "raw_text"]).to_pylist() == [
+        {"source_file": f"helpdesk/{name}.parquet", "reason": "missing_identity",
+         "raw_text": json.dumps(rows[1] | ({"org:resource": "Value 1"} if name == "b" else {}))}
+        for name in "abc"]
+
+    xes = ('<log><trace><string key="concept:name" value="C{n}"/>\n'
+           '<event><string key="concept:name" value="Wait"/><date key="time:timestamp" value="2012-06-01T09:00:00Z"/>'
+           "</event></trace></log>\n")
+    for n in (1, 2):
+        (tmp_path / "helpdesk" / f"{n}.xes").write_text(xes.format(n=n))
+    (tmp_path / "helpdesk" / "3.xes").write_text(xes.format(n=3)[:70])  # broken XML
+    spec = replace(SPECS["helpdesk"], format="xes", path="helpdesk/*.xes")
+    batch = assert_batch_equals_file_by_file(spec, source_files(spec, tmp_path), tmp_path)
+    assert batch.events["user_id"].to_pylist() == ["C1", "C2"]
+    assert batch.bad_rows.select(["source_file", "reason"]).to_pylist() == [
+        {"source_file": "helpdesk/3.xes", "reason": "malformed"}]
+
+
+def test_parse_files_of_no_files_is_empty():
+    result = parse_files(SPECS["web"], [], data_dir=RAW)
+    assert (result.records_read, result.events.schema, result.bad_rows.schema) == (0, CANONICAL_SCHEMA, BAD_ROW_SCHEMA)
+    assert result.events.num_rows == result.bad_rows.num_rows == 0
