@@ -1,0 +1,62 @@
+"""Schemas of the pipeline's output tables (the Parquet lake and, later, the warehouse).
+One place, so transforms, the writer and tests agree."""
+from __future__ import annotations
+
+import pyarrow as pa
+
+from journey_defs.canonical import UTC_MICROS
+
+ROLES = ("stage", "exit", "support", "ignore", "off_map")
+"""What an event is for a journey, in matching priority: an exit touchpoint, a stage
+touchpoint, a support touchpoint (detour), an ignored event, or none of them (off-map)."""
+
+STATUSES = ("converted", "dropped", "stalled", "in_progress")
+
+DEVIATION_KINDS = ("skipped_stage", "backtrack", "detour", "off_map")
+
+SESSIONS = pa.schema([
+    ("journey_id", pa.string()), ("customer_id", pa.string()), ("session_id", pa.string()),
+    ("session_start", UTC_MICROS), ("session_end", UTC_MICROS), ("n_events", pa.int64()),
+    ("channels", pa.string()),  # distinct channels of the session, sorted, comma-separated
+])
+
+JOURNEYS = pa.schema([
+    ("journey_id", pa.string()), ("journey_version", pa.string()), ("as_of_date", pa.date32()),
+    ("customer_id", pa.string()), ("segment", pa.string()),
+    ("started_at", UTC_MICROS), ("current_stage", pa.string()), ("current_stage_entered_at", UTC_MICROS),
+    ("status", pa.string()), ("converted_at", UTC_MICROS), ("exit_at", UTC_MICROS), ("exit_event", pa.string()),
+    ("last_event_at", UTC_MICROS), ("last_channel", pa.string()), ("n_events", pa.int64()),
+])
+
+JOURNEY_STAGES = pa.schema([
+    ("journey_id", pa.string()), ("as_of_date", pa.date32()), ("customer_id", pa.string()), ("segment", pa.string()),
+    ("stage", pa.string()), ("stage_index", pa.int32()), ("entered_at", UTC_MICROS), ("entry_channel", pa.string()),
+    ("left_at", UTC_MICROS),            # entry of the next stage reached, null while in the stage
+    ("time_in_stage_s", pa.float64()),  # left_at (or the end of as_of_date) minus entered_at
+    ("is_current", pa.bool_()), ("stalled", pa.bool_()),
+])
+
+DEVIATIONS = pa.schema([
+    ("journey_id", pa.string()), ("as_of_date", pa.date32()), ("customer_id", pa.string()),
+    ("kind", pa.string()), ("stage", pa.string()), ("from_stage", pa.string()),
+    ("event_id", pa.string()), ("channel", pa.string()), ("event_type", pa.string()), ("ts", UTC_MICROS),
+])
+
+FEEDBACK = pa.schema([
+    ("journey_id", pa.string()), ("as_of_date", pa.date32()), ("customer_id", pa.string()),
+    ("event_id", pa.string()), ("channel", pa.string()), ("event_type", pa.string()), ("ts", UTC_MICROS),
+    ("score", pa.int32()), ("stage", pa.string()),
+])
+
+STAGE_DAILY = pa.schema([
+    ("journey_id", pa.string()), ("date", pa.date32()), ("stage", pa.string()), ("stage_index", pa.int32()),
+    ("channel", pa.string()), ("segment", pa.string()),  # "*" = all
+    ("entered", pa.int64()),        # customers whose first entry into the stage was on `date`
+    ("progressed", pa.int64()),     # customers who left the stage (reached a later stage) on `date`
+    ("dropped", pa.int64()),        # customers whose journey is dropped, at this stage, as of `date`
+    ("stalled", pa.int64()),        # customers stalled in this stage as of `date`
+    ("in_stage", pa.int64()),       # customers currently in this stage (any status but converted) as of `date`
+    ("reached", pa.int64()),        # customers who ever reached this stage (as of `date`)
+    ("conversion_rate", pa.float64()),  # reached next required stage / reached this stage
+    ("p50_time_in_stage_s", pa.float64()), ("p90_time_in_stage_s", pa.float64()),
+])
