@@ -118,7 +118,14 @@ def parse_bytes(
     limits: ParseLimits = ParseLimits(),
 ) -> ParseResult:
     """Parse one file's bytes into canonical events and bad rows (nothing dropped)."""
-    return _parse(spec, [(source_file, data, file_date)], limits)
+    return parse_contents(spec, [(source_file, data, file_date)], limits)
+
+
+def parse_contents(spec: SourceSpec, inputs: Sequence[tuple[str, bytes, date | None]],
+                   limits: ParseLimits = ParseLimits()) -> ParseResult:
+    """Parse a batch of (source_file, bytes, file_date) already read by the caller (e.g. via
+    Beam's filesystems, so gs:// and s3:// inputs work the same)."""
+    return _parse(spec, inputs, limits)
 
 
 def _parse(spec: SourceSpec, inputs: Sequence[tuple[str, bytes, date | None]], limits: ParseLimits) -> ParseResult:
