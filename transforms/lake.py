@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-TABLES = ("events", "bad_rows", "sessions", "journeys", "journey_stages", "deviations", "feedback",
+TABLES = ("events", "bad_rows", "identities", "sessions", "journeys", "journey_stages", "deviations", "feedback",
           "stage_daily", "off_map", "manifest")
 
 
