@@ -16,7 +16,7 @@ from journey_defs.loader import BUILTIN_JOURNEYS, load_journey
 from journey_defs.model import JourneyMap, Stage, Touchpoint
 from journey_defs.outputs import DEVIATIONS, FEEDBACK, JOURNEY_STAGES, JOURNEYS
 from journey_defs.source_spec import load_sources
-from test_match import canonical_events, read_sample
+from tests.helpers import canonical_events, read_sample
 from transforms.journeys import JourneyOutputs, build_journeys
 from transforms.match import with_matches
 from transforms.parse import read_identity_table

@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from journey_defs.canonical import CANONICAL_SCHEMA
 from journey_defs.outputs import SESSIONS
-from test_match import canonical_events
+from tests.helpers import canonical_events
 from transforms.sessions import sessionize
 
 

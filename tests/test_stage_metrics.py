@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from journey_defs.outputs import JOURNEY_STAGES, JOURNEYS, STAGE_DAILY
-from test_journeys import toy_map
+from tests.test_journeys import toy_map
 from transforms.stage_metrics import combine_stage_daily, stage_daily
 
 DAY = date(2026, 1, 10)
