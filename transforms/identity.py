@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
-from journey_defs.canonical import IDENTITY_KEYS, unresolved_customer_id
+from journey_defs.canonical import CANONICAL_SCHEMA, IDENTITY_KEYS, unresolved_customer_id
 from transforms.buckets import keyed_parts, pack, unpack
 
 __all__ = [
@@ -58,7 +58,7 @@ DUPLICATES_SCHEMA = pa.schema([("source_file", pa.string()), ("n_duplicates", pa
 TUPLE_KEYS = ("anonymous_id", "email", "phone")
 """The identity of an event without user_id; `identity_tuples` rows are distinct on these."""
 
-TUPLES_SCHEMA = pa.schema([*[(k, pa.string()) for k in TUPLE_KEYS], ("customer_id", pa.string()), ("resolution", pa.string())])
+TUPLES_SCHEMA = pa.schema([(name, pa.string()) for name in (*TUPLE_KEYS, "customer_id", "resolution")])
 """Identity tuples ('' = absent) and, once looked up and finished, their customer."""
 
 _NAMESPACE = "identity"
@@ -88,6 +88,14 @@ def _bucket_key(frame: pa.Table) -> pa.ChunkedArray:
     return key
 
 
+def _replace(table: pa.Table, **columns) -> pa.Table:
+    """`table` with the named columns' values replaced (same fields)."""
+    for name, values in columns.items():
+        index = table.schema.get_field_index(name)
+        table = table.set_column(index, table.schema.field(index), values)
+    return table
+
+
 def _distinct(table: pa.Table, keys) -> pa.Table:
     return table.group_by(list(keys), use_threads=False).aggregate([])
 
@@ -114,8 +122,12 @@ def resolve_links(pairs: pa.Table) -> tuple[pa.Table, int]:
 def crm_index(crm: pa.Table, key: str) -> tuple[pa.Table, int]:
     """CRM rows -> (key, customer_id = smallest) for key 'email' or 'phone', and how many
     values belong to several customers."""
-    present = pc.not_equal(pc.fill_null(crm[key], ""), "")
-    return _smallest_per_key(crm.filter(present).select([key, "customer_id"]), key, "customer_id")
+    return _smallest_per_key(_crm_rows(crm, key), key, "customer_id")
+
+
+def _crm_rows(crm: pa.Table, key: str) -> pa.Table:
+    """(key, customer_id) of the CRM rows that have a `key`."""
+    return crm.filter(pc.not_equal(pc.fill_null(crm[key], ""), "")).select([key, "customer_id"])
 
 
 def index_of(rows: pa.Table, key: str) -> tuple[pa.Table, int]:
@@ -139,13 +151,9 @@ def lookup(tuples: pa.Table, index: pa.Table, key: str, resolution: str) -> pa.T
     found = index.rename_columns([key, "_found"])
     joined = tuples.join(found, keys=key, join_type="left outer", use_threads=False)
     fill = pc.and_(pc.is_null(joined["customer_id"]), pc.is_valid(joined["_found"]))
-    return joined.drop_columns("_found").set_column(
-        joined.schema.get_field_index("customer_id"), "customer_id",
-        pc.if_else(fill, joined["_found"], joined["customer_id"]),
-    ).set_column(
-        joined.schema.get_field_index("resolution"), "resolution",
-        pc.if_else(fill, pa.scalar(resolution), joined["resolution"]),
-    )
+    return _replace(joined.drop_columns("_found"),
+                    customer_id=pc.if_else(fill, joined["_found"], joined["customer_id"]),
+                    resolution=pc.if_else(fill, pa.scalar(resolution), joined["resolution"]))
 
 
 def finish_tuples(tuples: pa.Table) -> pa.Table:
@@ -160,9 +168,7 @@ def finish_tuples(tuples: pa.Table) -> pa.Table:
         if key is None:
             raise ValueError("an event has no identity at all (no user_id, anonymous_id, email or phone)")
         customer[i], resolution[i] = unresolved_customer_id(key, values[key][i]), f"unresolved_{key}"
-    return tuples.set_column(tuples.schema.get_field_index("customer_id"), "customer_id", pa.array(customer, pa.string())
-                             ).set_column(tuples.schema.get_field_index("resolution"), "resolution",
-                                          pa.array(resolution, pa.string()))
+    return _replace(tuples, customer_id=pa.array(customer, pa.string()), resolution=pa.array(resolution, pa.string()))
 
 
 def assign_customers(events: pa.Table, tuples: pa.Table) -> tuple[pa.Table, dict[str, int]]:
@@ -183,9 +189,7 @@ def assign_customers(events: pa.Table, tuples: pa.Table) -> tuple[pa.Table, dict
         customer = pc.replace_with_mask(customer, pa.array(~has_user), found["customer_id"].combine_chunks())
         kinds = pc.value_counts(found["resolution"])
         counts.update(zip(kinds.field("values").to_pylist(), kinds.field("counts").to_pylist()))
-    index = events.schema.get_field_index("customer_id")
-    out = events.set_column(index, events.schema.field(index), customer)
-    return out, counts
+    return _replace(events, customer_id=customer), counts
 
 
 def drop_duplicates(events: pa.Table) -> tuple[pa.Table, pa.Table]:
@@ -245,12 +249,15 @@ def _count(name: str, n: int) -> beam.pvalue.TaggedOutput:
 
 class _KeyEvents(beam.DoFn):
     """Event batch -> (bucket of first present identity, packed events): the one shuffle
-    of full events."""
+    of full events. Batches from different readers (parse, the lake) may differ in
+    nullability flags or metadata, and a bucket concatenates them: each is made canonical."""
 
     def __init__(self, n_buckets: int):
         self.n_buckets = n_buckets
 
     def process(self, events: pa.Table):
+        if not events.schema.equals(CANONICAL_SCHEMA, check_metadata=True):
+            events = events.select(CANONICAL_SCHEMA.names).cast(CANONICAL_SCHEMA)
         yield from keyed_parts(events, _bucket_key(_identity_frame(events)), self.n_buckets)
 
 
@@ -272,7 +279,7 @@ class _KeyCrm(beam.DoFn):
         self.key, self.n_buckets = key, n_buckets
 
     def process(self, crm: pa.Table):
-        rows = crm.filter(pc.not_equal(pc.fill_null(crm[self.key], ""), "")).select([self.key, "customer_id"])
+        rows = _crm_rows(crm, self.key)
         yield from keyed_parts(rows, rows[self.key], self.n_buckets)
 
 
@@ -378,10 +385,11 @@ class StitchIdentities(beam.PTransform):
     Full events move once: keyed by bucket of their first present identity, they meet their
     finished tuples there, get customer_id and are deduplicated in the same bucket (copies
     of an event are the same record, so they carry the same identities). Tables cross the
-    shuffles packed as Arrow IPC bytes.
+    shuffles packed as Arrow IPC bytes. More buckets spread the work over more workers but
+    cost per part (each input batch is cut into up to n_buckets parts per shuffle).
     """
 
-    def __init__(self, crm: beam.PCollection, n_buckets: int = 64):
+    def __init__(self, crm: beam.PCollection, n_buckets: int):
         super().__init__()
         if n_buckets < 1:
             raise ValueError(f"n_buckets must be >= 1, got {n_buckets}")
@@ -401,7 +409,8 @@ class StitchIdentities(beam.PTransform):
             looked_up = (
                 {"tuples": routed.join, "index": index_rows[key]}
                 | f"Join by {key}" >> beam.CoGroupByKey()
-                | f"Look up {key}" >> beam.ParDo(_Lookup(key, resolution, conflicts)).with_outputs("stats", main="tuples")
+                | f"Look up {key}" >> beam.ParDo(_Lookup(key, resolution, conflicts)).with_outputs(
+                    "stats", main="tuples")
             )
             stats.append(looked_up.stats)
             tuples = (looked_up.tuples, routed.skip) | f"After {key}" >> beam.Flatten()
@@ -416,5 +425,6 @@ class StitchIdentities(beam.PTransform):
             events=stitched.events,
             duplicates=(stitched.duplicates | "Sum per file" >> beam.CombinePerKey(sum)
                         | "All files" >> beam.combiners.ToList() | "As table" >> beam.Map(_duplicates_table)),
-            stats=(*stats, stitched.stats, zeros) | "All stats" >> beam.Flatten() | "Sum stats" >> beam.CombinePerKey(sum),
+            stats=((*stats, stitched.stats, zeros) | "All stats" >> beam.Flatten()
+                   | "Sum stats" >> beam.CombinePerKey(sum)),
         )
