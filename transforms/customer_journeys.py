@@ -9,24 +9,30 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
+from journey_defs.canonical import CANONICAL_SCHEMA
 from journey_defs.model import JourneyMap
-from transforms.buckets import bucket_of, split_by_bucket
+from transforms.buckets import keyed_parts, unpack
 from transforms.journeys import build_journeys
 from transforms.match import off_map_counts, with_matches
 from transforms.sessions import sessionize
+
+SEGMENTS = pa.schema([("customer_id", pa.string()), ("segment", pa.string())])
 
 OUTPUTS = ("sessions", "journeys", "journey_stages", "deviations", "feedback", "off_map")
 
 
 class KeyByCustomerBucket(beam.DoFn):
-    """(bucket, rows of that bucket) for each customer bucket present in a table."""
+    """(bucket, rows of that bucket packed as Arrow IPC) for each customer bucket in a table:
+    bytes cross the shuffle far cheaper than pickled tables."""
 
-    def __init__(self, n_buckets: int):
-        self.n_buckets = n_buckets
+    def __init__(self, n_buckets: int, schema: pa.Schema):
+        self.n_buckets, self.schema = n_buckets, schema
 
     def process(self, table: pa.Table):
-        if table.num_rows:
-            yield from split_by_bucket(table, bucket_of(table.column("customer_id"), self.n_buckets))
+        # One schema for every part, so a bucket's parts concatenate (nullability flags and
+        # all-null columns differ between inputs otherwise).
+        table = table.select(self.schema.names).cast(self.schema)
+        yield from keyed_parts(table, table.column("customer_id"), self.n_buckets)
 
 
 class BuildBucketJourneys(beam.DoFn):
@@ -40,9 +46,8 @@ class BuildBucketJourneys(beam.DoFn):
         bucket, grouped = element
         if not grouped["events"]:
             return
-        events = pa.concat_tables(grouped["events"], promote_options="permissive")
-        crm = grouped["segments"]
-        segments = pa.concat_tables(crm).select(["customer_id", "segment"]) if crm else None
+        events = unpack(grouped["events"])
+        segments = unpack(grouped["segments"])
         for journey in self.journeys:
             part = f"{journey.id}-{bucket:05d}"
             matched = with_matches(events, journey)
@@ -65,12 +70,8 @@ class BuildJourneys(beam.PTransform):
 
     def expand(self, inputs):
         events, crm = inputs
-        keyed_events = events | "KeyEvents" >> beam.ParDo(KeyByCustomerBucket(self.n_buckets))
-        keyed_segments = (
-            crm
-            | "SegmentColumns" >> beam.Map(lambda t: t.select(["customer_id", "segment"]))
-            | "KeySegments" >> beam.ParDo(KeyByCustomerBucket(self.n_buckets))
-        )
+        keyed_events = events | "KeyEvents" >> beam.ParDo(KeyByCustomerBucket(self.n_buckets, CANONICAL_SCHEMA))
+        keyed_segments = crm | "KeySegments" >> beam.ParDo(KeyByCustomerBucket(self.n_buckets, SEGMENTS))
         return (
             {"events": keyed_events, "segments": keyed_segments}
             | "GroupByCustomerBucket" >> beam.CoGroupByKey()

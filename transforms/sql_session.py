@@ -39,6 +39,7 @@ def connect(tz: str = "UTC") -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.execute(f"SET TimeZone = {sql_literal(tz)}")
     con.execute("SET disabled_optimizers = 'in_clause'")
+    con.execute("SET enable_progress_bar = false")  # a library call must not draw on the user's terminal
     con.execute(MACROS)
     return con
 
