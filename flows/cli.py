@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from datetime import date
 from pathlib import Path
@@ -10,6 +11,8 @@ from journey_defs.config_yaml import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Beam warns at import that Google Cloud clients are missing; they are optional here.
+    logging.getLogger().addFilter(lambda record: not str(record.msg).startswith("apitools not found"))
     parser = _parser()
     args = parser.parse_args(argv)
     try:
