@@ -127,11 +127,12 @@ def feedback(cols: dict, keys_by_event: pa.Array, entries: np.ndarray, journey: 
     cust, ts = cols["cust"][pick], cols["ts"][pick]
     reached = ~np.isnan(entries[cust]) & (entries[cust] <= ts[:, None])
     current = reached.shape[1] - 1 - np.argmax(reached[:, ::-1], axis=1)
+    before_any_stage = ~reached.any(axis=1)  # argmax of an all-false row would say "final stage"
     return pa.table({
         "customer_key": keys_by_event.filter(pa.array(pick)),
         "channel": vocab.texts(cols["source"][pick]),
         "event_type": vocab.texts(cols["event_type"][pick]),
         "ts": timestamps(ts),
         "score": pa.array(cols["score"][pick].astype(np.int32)),
-        "stage": pa.array(journey.stage_ids, pa.string()).take(pa.array(current)),
+        "stage": pa.array(journey.stage_ids, pa.string()).take(pa.array(current, mask=before_any_stage)),
     })

@@ -48,6 +48,11 @@ FEEDBACK = pa.schema([
     ("score", pa.int32()), ("stage", pa.string()),
 ])
 
+OFF_MAP_COUNTS = pa.schema([
+    ("journey_id", pa.string()), ("channel", pa.string()), ("event_type", pa.string()), ("n_events", pa.int64()),
+])
+"""Events that match no touchpoint, by type: what the map does not know yet."""
+
 STAGE_DAILY = pa.schema([
     ("journey_id", pa.string()), ("date", pa.date32()), ("stage", pa.string()), ("stage_index", pa.int32()),
     ("channel", pa.string()), ("segment", pa.string()),  # "*" = all

@@ -21,6 +21,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from journey_defs.model import JourneyMap
+from journey_defs.outputs import OFF_MAP_COUNTS
 from journey_defs.source_spec import SourceSpec, load_sources
 from transforms import lake
 from transforms.customer_journeys import BuildJourneys
@@ -226,9 +227,8 @@ def _events_per_file(table: pa.Table) -> pa.Table:
 
 
 def _sum_off_map(journey_id: str, parts) -> tuple[str, pa.Table]:
-    table = pa.concat_tables([t for t in parts if t.num_rows]) if any(t.num_rows for t in parts) else None
-    if table is None:
-        return journey_id, pa.table({"journey_id": pa.array([], pa.string())})
+    table = pa.concat_tables([OFF_MAP_COUNTS.empty_table(), *(t.cast(OFF_MAP_COUNTS) for t in parts)])
     summed = table.group_by(["journey_id", "channel", "event_type"]).aggregate([("n_events", "sum")])
-    return journey_id, summed.rename_columns(["journey_id", "channel", "event_type", "n_events"]).sort_by(
+    summed = summed.select(["journey_id", "channel", "event_type", "n_events_sum"])
+    return journey_id, summed.rename_columns(OFF_MAP_COUNTS.names).sort_by(
         [("n_events", "descending"), ("channel", "ascending"), ("event_type", "ascending")])

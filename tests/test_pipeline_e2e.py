@@ -110,6 +110,13 @@ def test_sessions_and_deviations_equal_the_truth(published):
         Counter((d["customer_key"], d["kind"], d["stage"]) for d in expected)
 
 
+def test_off_map_counts_by_event_type_equal_the_truth(published):
+    data, lake_dir, _ = published
+    off_map = {(r["event_type"], r["n_events"]) for r in lake_table(lake_dir, "off_map").to_pylist()}
+    expected = Counter(d["event_type"] for d in truth(data, "deviations").to_pylist() if d["kind"] == "off_map")
+    assert off_map == set(expected.items()) and off_map
+
+
 def test_rerunning_a_day_gives_identical_tables(published, tmp_path):
     data, lake_dir, _ = published
     before = {t: lake_table(lake_dir, t) for t in ("journeys", "journey_stages", "deviations", "stage_daily")}

@@ -17,13 +17,11 @@ import pyarrow as pa
 
 from journey_defs.canonical import CANONICAL_SCHEMA
 from journey_defs.model import JourneyMap, Predicate, Touchpoint
+from journey_defs.outputs import OFF_MAP_COUNTS
 from transforms.sql_session import connect, sql_literal
 
 __all__ = ["match_touchpoints", "with_matches", "off_map_counts", "OFF_MAP_COUNTS"]
 
-OFF_MAP_COUNTS = pa.schema([
-    ("journey_id", pa.string()), ("channel", pa.string()), ("event_type", pa.string()), ("n_events", pa.int64()),
-])
 
 _COLUMNS = frozenset(CANONICAL_SCHEMA.names) - {"attributes"}
 
