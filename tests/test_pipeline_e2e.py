@@ -127,6 +127,17 @@ def test_rerunning_a_day_gives_identical_tables(published, tmp_path):
         assert after.sort_by(key).equals(rows.sort_by(key)), table
 
 
+def test_one_run_over_the_range_equals_the_nightly_runs(published, tmp_path):
+    data, lake_dir, _ = published
+    days = tuple(CONFIG.start + timedelta(days=d) for d in range(CONFIG.days))
+    nightly(data, tmp_path / "range", LAST, ingest_days=days)
+    for table in ("journeys", "journey_stages", "deviations", "feedback", "sessions", "identities", "stage_daily"):
+        ranged, night = lake_table(tmp_path / "range", table), lake_table(lake_dir, table)
+        key = [(c, "ascending") for c in night.column_names]
+        assert ranged.sort_by(key).equals(night.sort_by(key)), table
+    assert all_days(tmp_path / "range", "events").num_rows == all_days(lake_dir, "events").num_rows
+
+
 def test_too_many_bad_rows_fails_and_publishes_nothing(published, tmp_path):
     data, _, _ = published
     empty_lake = tmp_path / "lake"
