@@ -26,7 +26,6 @@ from journey_defs.source_spec import SourceSpec, load_sources
 from transforms import lake
 from transforms.customer_journeys import BuildJourneys
 from transforms.identity import StitchIdentities
-from transforms.identity_map import IdentityMap
 from transforms.ingest import ParseSources
 from transforms.manifest import build_manifest
 from transforms.parse import ParseLimits, read_identity_table, source_files
@@ -153,8 +152,7 @@ def _build(p: beam.Pipeline, config: RunConfig, specs: dict[str, SourceSpec], st
         write("events", "source_date"))
     parsed.bad_rows | "NameBadParts" >> beam.Map(lambda t: (_part_name(t), t)) | "WriteBadRows" >> beam.ParDo(
         write("bad_rows", "source_date"))
-    stitched.events | "IdentityMap" >> IdentityMap(config.n_buckets) | "WriteIdentities" >> beam.ParDo(write("identities"))
-    for name in ("sessions", "journeys", "journey_stages", "deviations", "feedback"):
+    for name in ("identities", "sessions", "journeys", "journey_stages", "deviations", "feedback"):
         built[name] | f"Write_{name}" >> beam.ParDo(write(name))
     (built["off_map"] | "OffMapByJourney" >> beam.Map(lambda kv: (kv[0].rsplit("-", 1)[0], kv[1]))
      | "GroupOffMap" >> beam.GroupByKey() | "SumOffMap" >> beam.MapTuple(_sum_off_map)

@@ -12,13 +12,14 @@ from apache_beam.metrics import Metrics
 from journey_defs.canonical import CANONICAL_SCHEMA
 from journey_defs.model import JourneyMap
 from transforms.buckets import keyed_parts, unpack
+from transforms.identity_map import identity_rows
 from transforms.journeys import build_journeys
 from transforms.match import off_map_counts, with_matches
 from transforms.sessions import sessionize
 
 SEGMENTS = pa.schema([("customer_id", pa.string()), ("segment", pa.string())])
 
-OUTPUTS = ("sessions", "journeys", "journey_stages", "deviations", "feedback", "off_map")
+OUTPUTS = ("identities", "sessions", "journeys", "journey_stages", "deviations", "feedback", "off_map")
 
 
 class KeyByCustomerBucket(beam.DoFn):
@@ -48,6 +49,9 @@ class BuildBucketJourneys(beam.DoFn):
             return
         events = unpack(grouped["events"])
         segments = unpack(grouped["segments"])
+        # Each (identity, value, customer) row lives only in its customer's bucket, so the
+        # bucket's distinct rows are the global ones: no separate pass over all events.
+        yield beam.pvalue.TaggedOutput("identities", (f"{bucket:05d}", identity_rows(events)))
         for journey in self.journeys:
             part = f"{journey.id}-{bucket:05d}"
             matched = with_matches(events, journey)
@@ -61,8 +65,8 @@ class BuildBucketJourneys(beam.DoFn):
 
 
 class BuildJourneys(beam.PTransform):
-    """Stitched events + CRM tables → sessions, journeys, journey_stages, deviations,
-    feedback and off-map counts, each a PCollection of (part name, Arrow table)."""
+    """Stitched events + CRM tables → the identity map, sessions, journeys, journey_stages,
+    deviations, feedback and off-map counts, each a PCollection of (part name, Arrow table)."""
 
     def __init__(self, journeys: tuple[JourneyMap, ...], as_of_date: date, n_buckets: int):
         super().__init__()

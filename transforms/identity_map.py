@@ -3,12 +3,10 @@ lookback) with the customer it resolves to now. Events published on earlier nigh
 customer id known then; this table says who an anonymous id, address or number is today."""
 from __future__ import annotations
 
-import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from journey_defs.canonical import IDENTITY_KEYS
-from transforms.buckets import keyed_parts, unpack
 
 IDENTITIES = pa.schema([("identity_key", pa.string()), ("value", pa.string()), ("customer_id", pa.string())])
 
@@ -28,22 +26,3 @@ def identity_rows(events: pa.Table) -> pa.Table:
 
 def _distinct(table: pa.Table) -> pa.Table:
     return table.group_by(IDENTITIES.names, use_threads=False).aggregate([]).select(IDENTITIES.names)
-
-
-class IdentityMap(beam.PTransform):
-    """Stitched event tables → (part name, distinct identity rows of one value bucket)."""
-
-    def __init__(self, n_buckets: int):
-        super().__init__()
-        self.n_buckets = n_buckets
-
-    def expand(self, events):
-        n = self.n_buckets
-        return (
-            events
-            | "IdentityRows" >> beam.Map(identity_rows)
-            | "KeyByValue" >> beam.FlatMap(lambda t: keyed_parts(t, t.column("value"), n))
-            | "GroupByValue" >> beam.GroupByKey()
-            | "Distinct" >> beam.MapTuple(lambda bucket, parts: (
-                f"{bucket:05d}", _distinct(unpack(parts, IDENTITIES)).sort_by([(c, "ascending") for c in IDENTITIES.names])))
-        )
