@@ -249,6 +249,72 @@ def test_bad_row_invalid_utf8_keeps_bytes_as_escapes():
     }]
 
 
+def test_invalid_utf8_lines_of_a_long_jsonl_file_with_bom_and_blank_lines():
+    """Only the lines with invalid bytes are rejected, wherever they are: several in a row,
+    next to blank lines, a sequence cut by the newline, an encoded surrogate, the last line."""
+    lines = [WEB_OK.replace('"ok"', f'"m{i}"').encode() for i in range(700)]
+    broken = {
+        5: b'{"anonymous_id": "caf\xe9"}', 6: b'\xff', 7: b'{"a": "\xe2\x82', 300: b'{"a": "\xed\xa0\x80"}',
+        301: b' \xc3', 699: b'{"timestamp": "\xf0\x9f"}',
+    }
+    lines[8] = lines[8].replace(b'"a"', '"caf\u00e9 \u2603"'.encode())  # valid UTF-8, not ASCII
+    for i, raw in broken.items():
+        lines[i] = raw
+    lines[9], lines[302], lines[303] = b"", b" \t\r", b"   "
+    data = b"\xef\xbb\xbf" + b"\r\n".join(lines)  # no final newline
+    result = parse("web", data)
+    assert result.bad_rows.select(["source_line", "reason"]).to_pylist() == [
+        {"source_line": i + 1, "reason": "invalid_utf8"} for i in sorted(broken)]
+    assert result.bad_rows["raw_text"].to_pylist() == [
+        broken[i].decode("utf-8", "backslashreplace") for i in sorted(broken)]
+    assert result.bad_rows["detail"][1].as_py() == "byte 0xff at column 1 is not valid UTF-8"
+    ok = [i for i in range(700) if i not in broken and i not in (9, 302, 303)]
+    assert result.events["source_line"].to_pylist() == [i + 1 for i in ok]
+    assert result.events["event_id"].to_pylist() == [f"web:m{i}" for i in ok]
+    assert result.events["anonymous_id"].to_pylist()[ok.index(8)] == "caf\u00e9 \u2603"
+
+
+def test_attributes_keep_only_present_members_escaped_as_json():
+    referrer = 'say "hi" \\ caf\u00e9 \u2603\nnext, "user_agent":null,'
+    records = [
+        {"properties": {"referrer": referrer}, "type": "page", "context": {"user_agent": None}},
+        {"properties": {"referrer": None}, "type": None, "context": {"user_agent": " UA/1 "}},
+        {"properties": {}, "type": "", "context": {}},
+        {"properties": {"referrer": "r"}, "type": "track", "context": {"user_agent": "u"}},
+    ]
+    base = json.loads(WEB_OK)
+    result = parse("web", "\n".join(json.dumps({**base, **r}) for r in records) + "\n")
+    assert result.events["attributes"].to_pylist() == [
+        json.dumps({"referrer": referrer, "message_type": "page"}, ensure_ascii=False, separators=(",", ":")),
+        '{"user_agent":"UA/1"}',
+        None,
+        '{"referrer":"r","message_type":"track","user_agent":"u"}',
+    ]
+
+
+def test_parse_reuses_a_connection_across_time_zones_and_nested_or_failed_blocks():
+    from transforms.sql_session import reused_connection
+
+    text = "response_id,email,answered_at,survey,score,about,comment\nS-1,a@example.com,05/01/2026 00:30,nps,9,,\n"
+    berlin = parse("survey", text).events
+    assert berlin["ts"].to_pylist() == [utc(2026, 1, 4, 23, 30)]
+    utc_spec = replace(SPECS["survey"], timestamp=replace(SPECS["survey"].timestamp, timezone="UTC"))
+    assert parse("survey", text, spec=utc_spec).events["ts"].to_pylist() == [utc(2026, 1, 5, 0, 30)]
+    assert parse("survey", text).events.equals(berlin)
+    with reused_connection("UTC") as outer:
+        with reused_connection("Europe/Berlin") as inner:
+            assert inner is not outer
+            assert inner.sql("SELECT current_setting('TimeZone')").fetchall() == [("Europe/Berlin",)]
+        assert outer.sql("SELECT current_setting('TimeZone')").fetchall() == [("UTC",)]
+    with pytest.raises(ZeroDivisionError):
+        with reused_connection() as con:
+            con.register("src", pa.table({"x": [1]}))
+            1 / 0
+    with reused_connection() as con:
+        assert con.sql("SELECT count(*) FROM duckdb_views() WHERE view_name = 'src'").fetchall() == [(0,)]
+    assert parse("survey", text).events.equals(berlin)
+
+
 def test_bad_row_invalid_utf8_csv():
     data = (b"response_id,email,answered_at,survey,score,about,comment\n"
             b"S-1,a@example.com,05/01/2026 11:22,nps,9,x,tr\xc3s bien\n"

@@ -28,7 +28,7 @@ from journey_defs.canonical import BAD_ROW_SCHEMA, CANONICAL_SCHEMA
 from journey_defs.source_spec import SourceSpec
 from transforms.identity_table import normalize_email, normalize_phone, read_identity_table
 from transforms.raw_records import FILE_COLUMN, Records, read_records
-from transforms.sql_session import connect
+from transforms.sql_session import reused_connection
 from transforms.validation_sql import ParseLimits, events_query, stable_event_id
 
 __all__ = [
@@ -136,18 +136,18 @@ def _parse(spec: SourceSpec, inputs: Sequence[tuple[str, bytes, date | None]], l
     records = [read_records(spec, data, i) for i, (_, data, _) in enumerate(inputs)]
     files = [(source_file, file_date) for source_file, _, file_date in inputs]
     events, bad_rows = [], []
-    con = connect(spec.timestamp.timezone)
-    try:
+    with reused_connection(spec.timestamp.timezone) as con:
         for run in _same_shape_runs(records):
             sql, params = events_query(spec, run[0].relation, files, limits)
             table = pa.concat_tables([r.table for r in run])
             con.register("src", table)
-            good, bad = _split(con.sql(sql, params=params).to_arrow_table(), table, run)
-            con.unregister("src")
+            try:
+                out = con.sql(sql, params=params).to_arrow_table()
+            finally:
+                con.unregister("src")
+            good, bad = _split(out, table, run)
             events.append(good)
             bad_rows.append(bad)
-    finally:
-        con.close()
     return ParseResult(
         events=pa.concat_tables(events) if events else CANONICAL_SCHEMA.empty_table(),
         bad_rows=pa.concat_tables(bad_rows) if bad_rows else BAD_ROW_SCHEMA.empty_table(),

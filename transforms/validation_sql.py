@@ -11,7 +11,6 @@ records of many files are validated by one query.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
@@ -179,16 +178,14 @@ def _micros(delta: timedelta) -> int:
 
 
 def _attributes_sql(pairs: list[tuple[str, str]]) -> str:
-    """One JSON object text of the non-null attributes (string values), NULL when none.
-    json_object writes nulls as `"key":null`; as every value is a quoted string, that exact
-    text can only be a null member, so plain replaces remove it (cheaper than concatenation)."""
+    """One JSON object text of the non-null attributes (string values), NULL when none: the
+    members of the non-null values, joined. Each member is written by the same JSON writer
+    as json_object (to_json), so the text is json_object's without its `"key":null` members,
+    but built in one pass (cheaper than json_object followed by replaces of the null members)."""
     if not pairs:
         return "NULL::VARCHAR"
-    obj = "CAST(json_object(" + ", ".join(f"{_lit(n)}, {c}" for n, c in pairs) + ") AS VARCHAR)"
-    stripped = obj
-    for name, _ in pairs:
-        member = json.dumps(name) + ":null"
-        stripped = f"replace(replace({stripped}, {_lit(member + ',')}, ''), {_lit(',' + member)}, '')"
+    members = ", ".join(
+        f"CASE WHEN {c} IS NOT NULL THEN CAST(to_json({_lit(n)}) AS VARCHAR) || ':' || CAST(to_json({c}) AS VARCHAR) END"
+        for n, c in pairs)
     present = " OR ".join(f"{c} IS NOT NULL" for _, c in pairs)
-    complete = " AND ".join(f"{c} IS NOT NULL" for _, c in pairs)
-    return f"CASE WHEN {complete} THEN {obj} WHEN {present} THEN {stripped} END"
+    return f"CASE WHEN {present} THEN '{{' || concat_ws(',', {members}) || '}}' END"
