@@ -90,8 +90,6 @@ class Node:
     def is_mapping(self) -> bool:
         return isinstance(self.node, yaml.MappingNode)
 
-    def is_list(self) -> bool:
-        return isinstance(self.node, yaml.SequenceNode)
 
     # --- scalars ---------------------------------------------------------------
     def value(self):
@@ -140,12 +138,6 @@ class Node:
         if not match or float(match.group(1)) <= 0:
             raise self.error(f"bad duration '{text}'; expected a positive number and unit, like 30m, 36h, 7d or 2w")
         return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
-
-    def string_list(self) -> tuple[str, ...]:
-        """A list of texts; a single text is accepted as a list of one."""
-        if isinstance(self.node, yaml.ScalarNode):
-            return (self.string(),)
-        return tuple(item.string() for item in self.items())
 
     def _kind(self) -> str:
         if isinstance(self.node, yaml.MappingNode):

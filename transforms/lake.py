@@ -52,17 +52,6 @@ def read_partition(root: str, table: str, day: date, schema: pa.Schema | None = 
     return pa.concat_tables(tables, promote_options="permissive")
 
 
-def staged_partitions(staging: str) -> list[tuple[str, date]]:
-    """(table, date) of every partition a run staged."""
-    found = set()
-    for table in TABLES:
-        pattern = FileSystems.join(staging, table, "date=*", "part-*.parquet")
-        for meta in FileSystems.match([pattern])[0].metadata_list:
-            day = meta.path.rstrip("/").split("date=")[-1].split("/")[0]
-            found.add((table, date.fromisoformat(day)))
-    return sorted(found)
-
-
 def commit(staging: str, lake: str, replace: list[tuple[str, date]]) -> None:
     """Move the staged partitions into the lake. Each partition in `replace` (the staged ones
     and the ones this run owns but left empty) is cleared first, so re-running a day gives the
