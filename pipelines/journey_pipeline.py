@@ -27,7 +27,7 @@ from transforms import lake
 from transforms.customer_journeys import BuildJourneys
 from transforms.identity import StitchIdentities
 from transforms.ingest import ParseSources
-from transforms.manifest import build_manifest
+from transforms.manifest import build_manifest, rows_per_file
 from transforms.parse import ParseLimits, read_identity_table, source_files
 from transforms.stage_metrics import combine_stage_daily
 from transforms.write import WriteParts
@@ -154,12 +154,12 @@ def _build(p: beam.Pipeline, config: RunConfig, specs: dict[str, SourceSpec], st
         write("bad_rows", "source_date"))
     for name in ("identities", "sessions", "journeys", "journey_stages", "deviations", "feedback"):
         built[name] | f"Write_{name}" >> beam.ParDo(write(name))
-    (built["off_map"] | "OffMapByJourney" >> beam.Map(lambda kv: (kv[0].rsplit("-", 1)[0], kv[1]))
+    (built["off_map"] | "OffMapByJourney" >> beam.Map(lambda kv: (_journey_of(kv[0]), kv[1]))
      | "GroupOffMap" >> beam.GroupByKey() | "SumOffMap" >> beam.MapTuple(_sum_off_map)
      | "WriteOffMap" >> beam.ParDo(write("off_map")))
     journeys_by_id = {j.id: j for j in config.journeys}
     stage_inputs = {
-        name: built[name] | f"{name}_ByJourney" >> beam.Map(lambda kv: (kv[0].rsplit("-", 1)[0], kv[1]))
+        name: built[name] | f"{name}_ByJourney" >> beam.Map(lambda kv: (_journey_of(kv[0]), kv[1]))
         for name in ("journeys", "journey_stages")
     }
     (stage_inputs | "GroupStageInputs" >> beam.CoGroupByKey()
@@ -218,10 +218,13 @@ def _part_name(table: pa.Table) -> str:
 
 
 def _events_per_file(table: pa.Table) -> pa.Table:
-    if table.num_rows == 0:
-        return pa.table({"source_file": pa.array([], pa.string()), "n_events": pa.array([], pa.int64())})
-    counts = pc.value_counts(table.column("source_file"))
-    return pa.table({"source_file": counts.field("values"), "n_events": counts.field("counts").cast(pa.int64())})
+    counts = rows_per_file(table)
+    return pa.table({"source_file": pa.array(list(counts), pa.string()), "n_events": pa.array(list(counts.values()), pa.int64())})
+
+
+def _journey_of(part: str) -> str:
+    """Journey id of a per-bucket part name f"{journey_id}-{bucket}"."""
+    return part.rsplit("-", 1)[0]
 
 
 def _sum_off_map(journey_id: str, parts) -> tuple[str, pa.Table]:

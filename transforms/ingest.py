@@ -9,11 +9,11 @@ from pathlib import Path
 
 import apache_beam as beam
 import pyarrow as pa
-import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from journey_defs.source_spec import SourceSpec
+from transforms.manifest import rows_per_file
 from transforms.parse import ParseLimits, parse_contents, source_files
 
 FILE_COUNTS = pa.schema([
@@ -65,13 +65,7 @@ class ParseFileBatch(beam.DoFn):
 
 
 def _file_counts(source: str, inputs, events: pa.Table, bad_rows: pa.Table) -> pa.Table:
-    def per_file(table: pa.Table) -> dict[str, int]:
-        if table.num_rows == 0:
-            return {}
-        counts = pc.value_counts(table.column("source_file"))
-        return dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()))
-
-    good, bad = per_file(events), per_file(bad_rows)
+    good, bad = rows_per_file(events), rows_per_file(bad_rows)
     names = [name for name, _, _ in inputs]
     return pa.table({
         "source": [source] * len(names),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 MANIFEST = pa.schema([
     ("run_id", pa.string()), ("as_of_date", pa.date32()),
@@ -12,6 +13,14 @@ MANIFEST = pa.schema([
     ("records", pa.int64()), ("events", pa.int64()), ("bad_rows", pa.int64()), ("duplicates", pa.int64()),
     ("balanced", pa.bool_()),
 ])
+
+
+def rows_per_file(table: pa.Table) -> dict[str, int]:
+    """Rows of an events or bad-rows table per source_file: the counts accounting compares."""
+    if table.num_rows == 0:
+        return {}
+    counts = pc.value_counts(table.column("source_file"))
+    return dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()))
 
 
 def build_manifest(run_id: str, as_of_date, file_counts: list[pa.Table], duplicates: list[pa.Table],
