@@ -24,6 +24,7 @@ from journey_defs.model import JourneyMap
 from journey_defs.outputs import OFF_MAP_COUNTS
 from journey_defs.source_spec import SourceSpec, load_sources
 from transforms import lake
+from transforms.buckets import pack, unpack
 from transforms.customer_journeys import BuildJourneys
 from transforms.identity import StitchIdentities
 from transforms.ingest import ParseSources
@@ -139,8 +140,9 @@ def _build(p: beam.Pipeline, config: RunConfig, specs: dict[str, SourceSpec], st
     lookback = p | "Lookback" >> _ReadLookback(config)
     crm = p | "ReadCRM" >> beam.Create(_identity_files(specs, config.data_dir)) | "ParseCRM" >> beam.MapTuple(
         lambda name, path: read_identity_table(specs[name], path))
+    # Packed: the Flatten below is a materialised boundary on most runners.
     stitched = (
-        (parsed.events, lookback) | "WithLookback" >> beam.Flatten()
+        (parsed.events | "PackEvents" >> beam.Map(pack), lookback) | "WithLookback" >> beam.Flatten()
         | "Stitch" >> StitchIdentities(crm, config.n_buckets)
     )
     built = (stitched.events, crm) | "Journeys" >> BuildJourneys(config.journeys, config.as_of, config.n_buckets)
@@ -159,12 +161,13 @@ def _build(p: beam.Pipeline, config: RunConfig, specs: dict[str, SourceSpec], st
      | "WriteOffMap" >> beam.ParDo(write("off_map")))
     journeys_by_id = {j.id: j for j in config.journeys}
     stage_inputs = {
-        name: built[name] | f"{name}_ByJourney" >> beam.Map(lambda kv: (_journey_of(kv[0]), kv[1]))
+        name: built[name] | f"{name}_ByJourney" >> beam.Map(lambda kv: (_journey_of(kv[0]), pack(kv[1])))
         for name in ("journeys", "journey_stages")
     }
     (stage_inputs | "GroupStageInputs" >> beam.CoGroupByKey()
      | "StageDaily" >> beam.MapTuple(lambda jid, g: (jid, combine_stage_daily(
-         g["journey_stages"], g["journeys"], journeys_by_id[jid], config.as_of)))
+         [unpack([b]) for b in g["journey_stages"]], [unpack([b]) for b in g["journeys"]],
+         journeys_by_id[jid], config.as_of)))
      | "WriteStageDaily" >> beam.ParDo(write("stage_daily")))
 
     counts = {
@@ -181,7 +184,7 @@ def _build(p: beam.Pipeline, config: RunConfig, specs: dict[str, SourceSpec], st
 
 
 class _ReadLookback(beam.PTransform):
-    """Events of earlier ingest days already in the lake (one element per part file).
+    """Events of earlier ingest days already in the lake (one packed table per part file).
     Whole-log (undated) sources are re-read by every run, so their rows are left out."""
 
     def __init__(self, config: RunConfig):
@@ -193,7 +196,7 @@ class _ReadLookback(beam.PTransform):
         days = [first - timedelta(days=i) for i in range(1, self.config.lookback_days + 1)]
         files = [path for d in days for path in lake.partition_files(self.config.lake, "events", d)]
         return (pbegin | beam.Create(files) | "ReadPart" >> beam.Map(lake.read_table)
-                | "DatedOnly" >> beam.Map(lambda t: t.filter(pc.is_valid(t.column("source_date")))))
+                | "DatedOnly" >> beam.Map(lambda t: pack(t.filter(pc.is_valid(t.column("source_date"))))))
 
 
 def _identity_files(specs: dict[str, SourceSpec], data_dir: str) -> list[tuple[str, str]]:

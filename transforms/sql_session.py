@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import duckdb
+import pyarrow as pa
 
 MACROS = """
 CREATE TEMP MACRO _nz(x) AS CASE
@@ -78,6 +79,19 @@ def reused_connection(tz: str = "UTC") -> Iterator[duckdb.DuckDBPyConnection]:
         _reused.con, _reused.pid, _reused.tz = con, os.getpid(), tz
     else:
         con.close()
+
+
+def query_tables(sql: str, tables: dict[str, pa.Table], params: dict | None = None) -> pa.Table:
+    """Run `sql` over the Arrow `tables` (registered under their names) on this thread's
+    reused connection and return the result; the tables are unregistered afterwards."""
+    with reused_connection() as con:
+        try:
+            for name, table in tables.items():
+                con.register(name, table)
+            return con.sql(sql, params=params).to_arrow_table()
+        finally:
+            for name in tables:
+                con.unregister(name)
 
 
 def sql_literal(text: str) -> str:

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from journey_defs.model import JourneyMap
 from journey_defs.outputs import JOURNEY_STAGES, JOURNEYS, STAGE_DAILY
-from transforms.sql_session import connect
+from transforms.sql_session import query_tables
 
 __all__ = ["stage_daily", "combine_stage_daily"]
 
@@ -80,16 +80,11 @@ def stage_daily(journey_stages: pa.Table, journeys: pa.Table, journey: JourneyMa
     customers (one journey per customer). conversion_rate = share of the stage's customers
     who entered the next required stage (null for the final stage or when none reached it);
     p50/p90 over the time in stage of customers who left it (null when none did)."""
-    con = connect()
-    try:
-        of_the_day = (pc.field("journey_id") == journey.id) & (pc.field("as_of_date") == as_of_date)
-        con.register("stages", journey_stages.select(JOURNEY_STAGES.names).filter(of_the_day))
-        con.register("journeys", journeys.select(JOURNEYS.names).filter(of_the_day))
-        con.register("map", _stage_map(journey))
-        params = {"journey_id": journey.id, "day": as_of_date, "by_segment": journey.segment_field is not None}
-        out = con.sql(_SQL, params=params).to_arrow_table()
-    finally:
-        con.close()
+    of_the_day = (pc.field("journey_id") == journey.id) & (pc.field("as_of_date") == as_of_date)
+    tables = {"stages": journey_stages.select(JOURNEY_STAGES.names).filter(of_the_day),
+              "journeys": journeys.select(JOURNEYS.names).filter(of_the_day), "map": _stage_map(journey)}
+    params = {"journey_id": journey.id, "day": as_of_date, "by_segment": journey.segment_field is not None}
+    out = query_tables(_SQL, tables, params)
     return out.cast(STAGE_DAILY)
 
 
