@@ -22,6 +22,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def default_lake(data_dir: str) -> str:
+    """DATA/lake; a plain string join, as pathlib would fold gs:// into gs:/."""
+    return data_dir.rstrip("/") + "/lake"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="journeys", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -47,9 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--date", required=True, type=date.fromisoformat, help="as-of date (YYYY-MM-DD)")
     run.add_argument("--from", dest="ingest_from", type=date.fromisoformat,
                      help="also ingest the raw files of the days from this date (default: only --date)")
-    run.add_argument("--data", required=True, type=Path, help="raw data directory")
+    run.add_argument("--data", required=True, help="raw data directory (local, gs://, s3://)")
     run.add_argument("--journey", action="append", required=True, help="built-in journey name or YAML file")
-    run.add_argument("--lake", type=Path, help="Parquet lake (default: DATA/lake); gs:// and s3:// work too")
+    run.add_argument("--lake", help="Parquet lake (default: DATA/lake); gs:// and s3:// work too")
     run.add_argument("--sources-dir", action="append", default=[], type=Path)
     run.add_argument("--buckets", type=int, default=16, help="customer-hash buckets for grouping (default 16)")
     run.add_argument("--bad-row-threshold", type=float, default=0.05,
@@ -99,7 +104,7 @@ def _run(args) -> int:
     if first > args.date:
         raise ValueError("--from must not be after --date")
     days = tuple(first + timedelta(days=i) for i in range((args.date - first).days + 1))
-    config = RunConfig(data_dir=str(args.data), lake=str(args.lake or args.data / "lake"), journeys=journeys,
+    config = RunConfig(data_dir=args.data, lake=args.lake or default_lake(args.data), journeys=journeys,
                        as_of=args.date, ingest_days=days, sources_dirs=tuple(map(str, args.sources_dir)),
                        n_buckets=args.buckets, bad_row_threshold=args.bad_row_threshold,
                        runner_flags=tuple(args.beam_args) or DEFAULT_RUNNER_FLAGS)

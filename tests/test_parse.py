@@ -28,6 +28,7 @@ from transforms.parse import (
     parse_bytes,
     parse_file,
     parse_files,
+    relative_name,
     read_identity_table,
     source_files,
     stable_event_id,
@@ -524,6 +525,28 @@ def test_source_files_pick_the_day_and_parse_the_date():
     assert [f[1] for f in source_files(web, RAW)] == [DAY, DAY, date(2026, 1, 6)]
     assert source_files(web, RAW, date(2026, 1, 7)) == []
     assert source_files(SPECS["crm"], RAW, DAY) == [(str(RAW / "crm/customers.csv"), None)]
+
+
+def test_source_files_follow_the_spec_glob_exactly(tmp_path):
+    """Listing goes through Beam's FileSystems; the spec's own glob decides: `**/` is zero
+    or more directories, `*` stays inside one, other files under the same folder are left."""
+    spec = replace(SPECS["web"], path="web/**/{date}/*.jsonl")
+    for name in ("web/2026-01-05/a.jsonl", "web/eu/2026-01-05/b.jsonl", "web/eu/x/2026-01-06/c.jsonl",
+                 "web/2026-01-05/skip.csv", "web/2026-01-05/deeper/d.jsonl"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    found = [(Path(p).relative_to(tmp_path).as_posix(), d) for p, d in source_files(spec, tmp_path)]
+    assert found == [("web/2026-01-05/a.jsonl", DAY), ("web/eu/2026-01-05/b.jsonl", DAY),
+                     ("web/eu/x/2026-01-06/c.jsonl", date(2026, 1, 6))]
+    assert [d for _, d in source_files(spec, tmp_path, DAY)] == [DAY, DAY]
+    assert source_files(spec, tmp_path / "missing") == []
+
+
+def test_relative_name_of_local_and_remote_paths(tmp_path):
+    assert relative_name(tmp_path / "web" / "a.jsonl", tmp_path) == "web/a.jsonl"
+    assert relative_name("gs://bucket/raw/web/2026-01-05/a.jsonl", "gs://bucket/raw/") == "web/2026-01-05/a.jsonl"
+    with pytest.raises(ValueError, match="is not under"):
+        relative_name("gs://other/web/a.jsonl", "gs://bucket/raw")
 
 
 def test_source_files_reject_an_impossible_day(tmp_path):

@@ -5,7 +5,6 @@ FileSystems."""
 from __future__ import annotations
 
 from datetime import date
-from pathlib import Path
 
 import apache_beam as beam
 import pyarrow as pa
@@ -14,7 +13,7 @@ from apache_beam.metrics import Metrics
 
 from journey_defs.source_spec import SourceSpec
 from transforms.manifest import rows_per_file
-from transforms.parse import ParseLimits, parse_contents, source_files
+from transforms.parse import ParseLimits, parse_contents, relative_name, source_files
 
 FILE_COUNTS = pa.schema([
     ("source", pa.string()), ("source_file", pa.string()), ("source_date", pa.date32()),
@@ -42,7 +41,7 @@ class ParseFileBatch(beam.DoFn):
     """Parse one batch of files of one source; events, bad rows and file counts as outputs."""
 
     def __init__(self, specs: dict[str, SourceSpec], data_dir: str, limits: ParseLimits):
-        self.specs, self.data_dir, self.limits = specs, str(Path(data_dir).resolve()), limits
+        self.specs, self.data_dir, self.limits = specs, data_dir, limits
         self.records = Metrics.counter("ingest", "records_read")
         self.bad = Metrics.counter("ingest", "bad_rows")
 
@@ -52,7 +51,7 @@ class ParseFileBatch(beam.DoFn):
         for path, day in files:
             with FileSystems.open(path) as stream:
                 data = stream.read()
-            relative = Path(path).resolve().relative_to(self.data_dir).as_posix()
+            relative = relative_name(path, self.data_dir)
             inputs.append((relative, data, date.fromisoformat(day) if day else None))
         result = parse_contents(self.specs[source], inputs, self.limits)
         self.records.inc(result.records_read)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from journey_defs.canonical import CANONICAL_SCHEMA
 from journey_defs.model import JourneyMap, Predicate, Touchpoint
@@ -61,10 +62,11 @@ def with_matches(events: pa.Table, journey: JourneyMap) -> pa.Table:
 def off_map_counts(events_with_role: pa.Table, journey: JourneyMap) -> pa.Table:
     """Off-map events counted by channel and event type (OFF_MAP_COUNTS): what the map does not
     know yet. Counts of several buckets add up."""
-    out = query_tables(
-        """SELECT $journey_id AS journey_id, channel, event_type, count(*) AS n_events FROM ev
-           WHERE role = 'off_map' GROUP BY channel, event_type ORDER BY channel, event_type""",
-        {"ev": events_with_role.select(["channel", "event_type", "role"])}, params={"journey_id": journey.id})
+    off_map = events_with_role.select(["channel", "event_type", "role"]).filter(pc.field("role") == "off_map")
+    counts = off_map.group_by(["channel", "event_type"], use_threads=False).aggregate([([], "count_all")])
+    out = counts.sort_by([("channel", "ascending"), ("event_type", "ascending")])
+    out = pa.table({"journey_id": pa.array([journey.id] * out.num_rows, pa.string()), "channel": out["channel"],
+                    "event_type": out["event_type"], "n_events": out["count_all"]})
     return out.cast(OFF_MAP_COUNTS)
 
 

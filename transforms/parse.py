@@ -14,6 +14,7 @@ The identity (CRM) reader and the normalisation functions live in identity_table
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -23,6 +24,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from apache_beam.io.filesystems import FileSystems
 
 from journey_defs.canonical import BAD_ROW_SCHEMA, CANONICAL_SCHEMA
 from journey_defs.source_spec import SourceSpec
@@ -32,7 +34,7 @@ from transforms.sql_session import reused_connection
 from transforms.validation_sql import ParseLimits, events_query, stable_event_id
 
 __all__ = [
-    "STAGE", "ParseLimits", "ParseResult", "source_files", "parse_file", "parse_files", "parse_bytes", "dedupe",
+    "STAGE", "ParseLimits", "ParseResult", "source_files", "relative_name", "parse_file", "parse_files", "parse_bytes", "dedupe",
     "read_identity_table", "normalize_email", "normalize_phone", "stable_event_id",
 ]
 
@@ -51,25 +53,50 @@ class ParseResult:
 # --- files ---------------------------------------------------------------------------
 def source_files(spec: SourceSpec, data_dir: str | Path, day: date | None = None) -> list[tuple[str, date | None]]:
     """The spec's files under data_dir with their day partition (None for paths without
-    {date}, which are returned whatever `day` is), sorted. A directory that looks like a
+    {date}, which are returned whatever `day` is), sorted. Listed through Beam's
+    FileSystems, so data_dir may be local or gs://, s3://... A directory that looks like a
     day but is not a real date fails loudly instead of being skipped."""
-    root = Path(data_dir)
+    root = str(data_dir).rstrip("/") or "/"
     dated = "{date}" in spec.path
-    stamp = day.isoformat() if day else "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]"
     date_at = re.compile(_glob_regex(spec.path))
+    listed = spec.path.replace("{date}", day.isoformat()) if day and dated else spec.path
     found = []
-    for path in root.glob(spec.path.replace("{date}", stamp)):
-        if not path.is_file():
+    for path in _matching_files(f"{root}/{listed}"):
+        match = date_at.fullmatch(path[len(root) + 1:])
+        if match is None:
             continue
         file_date = None
         if dated:
-            text = date_at.fullmatch(path.relative_to(root).as_posix()).group("date")
             try:
-                file_date = date.fromisoformat(text)
+                file_date = date.fromisoformat(match.group("date"))
             except ValueError:
-                raise ValueError(f"{path}: '{text}' in the path is not a valid YYYY-MM-DD day") from None
-        found.append((str(path), file_date))
+                raise ValueError(f"{path}: '{match.group('date')}' in the path is not a valid YYYY-MM-DD day") from None
+            if day and file_date != day:
+                continue  # listed under a wildcard that comes before the date
+        found.append((path, file_date))
     return sorted(found)
+
+
+def _matching_files(pattern: str) -> list[str]:
+    """Candidate files for a glob: the path itself when it has no wildcard, else every file
+    under its literal directory (the caller filters by its exact regex: Beam's own glob
+    reads `**/` differently)."""
+    literal = re.match(r"[^*?\[{]*", pattern).group(0)
+    if literal == pattern:
+        return [pattern] if FileSystems.exists(pattern) and not os.path.isdir(pattern) else []
+    base = literal[:literal.rfind("/") + 1]
+    return [m.path for m in FileSystems.match([base + "**"])[0].metadata_list]
+
+
+def relative_name(path: str | Path, data_dir: str | Path) -> str:
+    """`path` relative to data_dir with '/' separators: the `source_file` events record."""
+    path, root = str(path), str(data_dir)
+    if "://" not in root:
+        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+    prefix = root.rstrip("/") + "/"
+    if not path.startswith(prefix):
+        raise ValueError(f"{path} is not under {root}")
+    return path[len(prefix):]
 
 
 def _glob_regex(pattern: str) -> str:
@@ -106,10 +133,8 @@ def parse_files(
     """Parse a batch of (path, file_date) of one spec with one query: the same rows, in the
     same order, as concatenating `parse_file` of each. Clock checks use each record's own
     file date. Memory grows with the batch: pass a day's files or a few, not a data lake."""
-    root = Path(data_dir).resolve()
     return _parse(spec, [
-        (Path(path).resolve().relative_to(root).as_posix(), Path(path).read_bytes(), file_date)
-        for path, file_date in files
+        (relative_name(path, data_dir), Path(path).read_bytes(), file_date) for path, file_date in files
     ], limits)
 
 
