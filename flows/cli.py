@@ -27,6 +27,13 @@ def default_lake(data_dir: str) -> str:
     return data_dir.rstrip("/") + "/lake"
 
 
+def default_warehouse(data_dir: str) -> str:
+    """DATA/warehouse.duckdb; DuckDB writes local files only, so a remote DATA needs --warehouse."""
+    if "://" in data_dir:
+        raise ValueError(f"--data {data_dir} is not local: give --warehouse PATH for the DuckDB file")
+    return str(Path(data_dir) / "warehouse.duckdb")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="journeys", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -59,8 +66,29 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--buckets", type=int, default=16, help="customer-hash buckets for grouping (default 16)")
     run.add_argument("--bad-row-threshold", type=float, default=0.05,
                      help="fail without publishing above this bad-row share (default 0.05)")
+    run.add_argument("--warehouse", help="DuckDB file to publish to (default: DATA/warehouse.duckdb)")
+    run.add_argument("--no-publish", action="store_true", help="write the lake only, do not publish to DuckDB")
     run.add_argument("beam_args", nargs="*", help=argparse.SUPPRESS)
     run.set_defaults(run=_run)
+
+    pub = commands.add_parser("publish", help="publish days of the lake into the DuckDB warehouse (atomic)")
+    pub.add_argument("--date", required=True, type=date.fromisoformat, help="last day to publish (YYYY-MM-DD)")
+    pub.add_argument("--from", dest="publish_from", type=date.fromisoformat, help="first day (default: --date)")
+    pub.add_argument("--data", required=True, help="data directory (locates the default lake and warehouse)")
+    pub.add_argument("--lake", help="Parquet lake (default: DATA/lake)")
+    pub.add_argument("--warehouse", help="DuckDB file (default: DATA/warehouse.duckdb)")
+    pub.add_argument("--journey", action="append", default=[], help="also record this journey map (name or YAML)")
+    pub.add_argument("--sources-dir", action="append", default=[], type=Path)
+    pub.set_defaults(run=_publish)
+
+    ask = commands.add_parser("query", help="run read-only SQL on the warehouse")
+    ask.add_argument("sql")
+    where = ask.add_mutually_exclusive_group(required=True)
+    where.add_argument("--warehouse", help="DuckDB file")
+    where.add_argument("--data", help="data directory whose DATA/warehouse.duckdb to read")
+    ask.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table")
+    ask.add_argument("--out", type=Path, help="write the result to this file (required for parquet)")
+    ask.set_defaults(run=_query)
 
     check = commands.add_parser("check", help="validate journey map files")
     check.add_argument("journeys", nargs="+")
@@ -92,18 +120,13 @@ def _summary(args) -> int:
 
 
 def _run(args) -> int:
-    from datetime import timedelta
-
     from journey_defs.loader import load_journey, resolve_journey
     from journey_defs.source_spec import available_sources
     from pipelines.journey_pipeline import DEFAULT_RUNNER_FLAGS, RunConfig, RunFailed, run
 
     known = available_sources(args.sources_dir)
     journeys = tuple(load_journey(resolve_journey(name), known_sources=known) for name in args.journey)
-    first = args.ingest_from or args.date
-    if first > args.date:
-        raise ValueError("--from must not be after --date")
-    days = tuple(first + timedelta(days=i) for i in range((args.date - first).days + 1))
+    days = tuple(_days(args.ingest_from, args.date))
     config = RunConfig(data_dir=args.data, lake=args.lake or default_lake(args.data), journeys=journeys,
                        as_of=args.date, ingest_days=days, sources_dirs=tuple(map(str, args.sources_dir)),
                        n_buckets=args.buckets, bad_row_threshold=args.bad_row_threshold,
@@ -115,6 +138,48 @@ def _run(args) -> int:
         return 1
     for table, rows in sorted(report.rows_written.items()):
         print(f"  {table:<15}{rows:>12,} rows")
+    if not args.no_publish:
+        from warehouse.publish import publish
+
+        publish(config.lake, args.warehouse or default_warehouse(args.data), sorted({*days, args.date}), journeys)
+    return 0
+
+
+def _days(first: date | None, last: date) -> list[date]:
+    from datetime import timedelta
+
+    first = first or last
+    if first > last:
+        raise ValueError("--from must not be after --date")
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def _publish(args) -> int:
+    from journey_defs.loader import load_journey, resolve_journey
+    from journey_defs.source_spec import available_sources
+    from warehouse.publish import publish
+
+    known = available_sources(args.sources_dir)
+    journeys = [load_journey(resolve_journey(name), known_sources=known) for name in args.journey]
+    report = publish(args.lake or default_lake(args.data), args.warehouse or default_warehouse(args.data),
+                     _days(args.publish_from, args.date), journeys)
+    for table, rows in sorted(report.rows.items()):
+        print(f"  {table:<15}{rows:>12,} rows")
+    return 0
+
+
+def _query(args) -> int:
+    from warehouse.query import query, render
+
+    if args.format == "parquet" and args.out is None:
+        raise ValueError("--format parquet writes binary: give --out FILE")
+    result = render(query(args.warehouse or default_warehouse(args.data), args.sql), args.format)
+    if args.out:
+        args.out.write_bytes(result)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.buffer.write(result)
+        sys.stdout.flush()
     return 0
 
 

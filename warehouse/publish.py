@@ -1,0 +1,148 @@
+"""Publish lake partitions into the DuckDB warehouse file, atomically and idempotently.
+
+Why it works this way: DuckDB lets one process write a file or many read it, not both, and
+a file being written is a mix of old and new pages. So a publish never writes the file
+readers open. Under an exclusive lock (one publisher at a time) it copies the published
+file, replaces the day's partitions in the copy inside one transaction, checkpoints, fsyncs
+and renames the copy over the published file. Readers see the old file or the new one;
+a publisher killed at any point leaves only its copy behind, which the next publish
+removes. Publishing day D makes every table's `partition_date = D` rows equal the lake's
+partition D, so publishing twice gives the same tables and a range equals its days."""
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import duckdb
+import pyarrow as pa
+
+from journey_defs.model import JourneyMap
+from transforms import lake
+from warehouse.tables import ALL_TABLES, JOURNEY_MAPS, MIRRORED, PARTITION_COLUMN, warehouse_schema
+from warehouse.views import create_views
+
+WORK_SUFFIX = ".publishing-"
+
+
+class NothingToPublish(ValueError):
+    """A requested day has no partition at all in the lake (no run committed it)."""
+
+
+@dataclass
+class PublishReport:
+    warehouse: str
+    days: tuple[date, ...]
+    seconds: float
+    rows: dict[str, int] = field(default_factory=dict)  # rows published per table, over the days
+
+
+def publish(lake_root: str, warehouse: str | Path, days: Sequence[date], journeys: Sequence[JourneyMap] = (),
+            progress: Callable[[str], None] = print) -> PublishReport:
+    """Make the warehouse's partitions of `days` equal the lake's, and record the intended
+    maps of `journeys`; all or nothing."""
+    began = time.perf_counter()
+    path = Path(warehouse)
+    days = tuple(sorted(set(days)))
+    empty = [d.isoformat() for d in days if not _has_any_partition(lake_root, d)]
+    if empty:
+        raise NothingToPublish(f"the lake {lake_root} has nothing for {', '.join(empty)}: run the pipeline for "
+                               "those days first")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = dict.fromkeys(MIRRORED, 0)
+    with _exclusive(path):
+        for stale in path.parent.glob(path.name + WORK_SUFFIX + "*"):
+            stale.unlink()  # left by a publisher that was killed: never visible to readers
+        work = path.with_name(f"{path.name}{WORK_SUFFIX}{os.getpid()}")
+        try:
+            if path.exists():
+                shutil.copyfile(path, work)
+            con = duckdb.connect(str(work))
+            try:
+                con.execute("SET enable_progress_bar = false")
+                con.execute("BEGIN TRANSACTION")
+                _create_tables(con)
+                for day in days:
+                    staged = 0
+                    for table, part in _lake_partitions(lake_root, day).items():
+                        staged += _replace_partition(con, table, day, part)
+                        rows[table] += part.num_rows
+                    progress(f"publish {day}: {staged:,} rows staged")
+                if journeys:
+                    _replace_maps(con, journeys)
+                create_views(con)
+                con.execute("COMMIT")
+                con.execute("CHECKPOINT")
+            finally:
+                con.close()
+            _fsync(work)
+            os.replace(work, path)
+            _fsync(path.parent)
+        finally:
+            work.unlink(missing_ok=True)
+            Path(str(work) + ".wal").unlink(missing_ok=True)
+    report = PublishReport(str(path), days, time.perf_counter() - began, rows)
+    progress(f"published {len(days)} day(s) to {path} in {report.seconds:.1f} s")
+    return report
+
+
+def _lake_partitions(lake_root: str, day: date) -> dict[str, pa.Table]:
+    return {table: lake.read_partition(lake_root, lake_table, day, schema).select(schema.names).cast(schema)
+            for table, (lake_table, schema) in MIRRORED.items()}
+
+
+def _has_any_partition(lake_root: str, day: date) -> bool:
+    return any(lake.partition_files(lake_root, lake_table, day) for lake_table, _ in MIRRORED.values())
+
+
+def _create_tables(con: duckdb.DuckDBPyConnection) -> None:
+    for table in ALL_TABLES:
+        con.register("_empty", warehouse_schema(table).empty_table())
+        con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM _empty")
+        con.unregister("_empty")
+
+
+def _replace_partition(con: duckdb.DuckDBPyConnection, table: str, day: date, part: pa.Table) -> int:
+    con.execute(f"DELETE FROM {table} WHERE {PARTITION_COLUMN} = ?", [day])
+    if part.num_rows:
+        con.register("_part", part)
+        con.execute(f"INSERT INTO {table} BY NAME SELECT *, ?::DATE AS {PARTITION_COLUMN} FROM _part", [day])
+        con.unregister("_part")
+    return part.num_rows
+
+
+def _replace_maps(con: duckdb.DuckDBPyConnection, journeys: Sequence[JourneyMap]) -> None:
+    rows = [{"journey_id": j.id, "journey_version": j.version, "stage_index": i, "stage": s.id, "stage_name": s.name,
+             "optional": s.optional,
+             "max_time_in_stage_s": s.max_time_in_stage.total_seconds() if s.max_time_in_stage else None}
+            for j in journeys for i, s in enumerate(j.stages)]
+    con.register("_maps", pa.Table.from_pylist(rows, schema=JOURNEY_MAPS))
+    con.execute("DELETE FROM journey_maps WHERE journey_id IN (SELECT DISTINCT journey_id FROM _maps)")
+    con.execute("INSERT INTO journey_maps BY NAME SELECT * FROM _maps")
+    con.unregister("_maps")
+
+
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """One publisher per warehouse file at a time (a lock file beside it; released by the
+    kernel if the publisher dies)."""
+    with open(path.with_name(path.name + ".lock"), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

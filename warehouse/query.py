@@ -1,0 +1,71 @@
+"""Read-only SQL over the warehouse file, and the result in the format asked for.
+
+A read-only connection: an analyst's typo cannot change published data, and readers never
+take the write lock a publish needs (publish writes a copy and renames it anyway)."""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+FORMATS = ("table", "csv", "json", "parquet")
+
+
+class QueryError(ValueError):
+    """The query could not run (missing warehouse, bad SQL, an attempt to write)."""
+
+
+def query(warehouse: str | Path, sql: str) -> pa.Table:
+    path = Path(warehouse)
+    if not path.is_file():
+        raise QueryError(f"no warehouse at {path}: publish a run first (journeys run / journeys publish)")
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        relation = con.sql(sql)
+        if relation is None:
+            raise QueryError("the statement returns no rows (the warehouse is read-only here; use SELECT)")
+        return relation.to_arrow_table()
+    except duckdb.Error as exc:
+        raise QueryError(str(exc).strip()) from None
+    finally:
+        con.close()
+
+
+def render(table: pa.Table, fmt: str, max_width: int = 40) -> bytes:
+    """The result as bytes in `fmt` (one of FORMATS)."""
+    if fmt == "csv":
+        out = io.BytesIO()
+        pacsv.write_csv(table, out)
+        return out.getvalue()
+    if fmt == "json":
+        return (json.dumps(table.to_pylist(), default=str, indent=1) + "\n").encode()
+    if fmt == "parquet":
+        out = io.BytesIO()
+        pq.write_table(table, out)
+        return out.getvalue()
+    if fmt == "table":
+        return text_table(table, max_width).encode()
+    raise QueryError(f"unknown format '{fmt}': expected one of {', '.join(FORMATS)}")
+
+
+def text_table(table: pa.Table, max_width: int = 40) -> str:
+    """Aligned columns for a terminal: numbers right, text left, long values cut with '…'."""
+    def cell(value) -> str:
+        text = "" if value is None else (f"{value:,.4g}" if isinstance(value, float) else str(value))
+        return text if len(text) <= max_width else text[:max_width - 1] + "…"
+
+    columns = [[cell(v) for v in table.column(i).to_pylist()] for i in range(table.num_columns)]
+    numeric = [pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_decimal(f.type)
+               for f in table.schema]
+    widths = [max([len(name), *map(len, col)]) for name, col in zip(table.column_names, columns)]
+    line = lambda values: "  ".join(  # noqa: E731
+        v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+    rows = [line(table.column_names), line(["-" * w for w in widths])]
+    rows += [line([col[r] for col in columns]) for r in range(table.num_rows)]
+    rows.append(f"({table.num_rows:,} row{'s' if table.num_rows != 1 else ''})")
+    return "\n".join(rows) + "\n"

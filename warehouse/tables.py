@@ -1,0 +1,62 @@
+"""The warehouse's tables: which lake table fills each one, and their columns.
+
+Every table mirrors one lake table plus `partition_date`, the lake partition its rows came
+from: the ingest day for `events` and `bad_rows` (the day of the raw file), the run's as-of
+day for everything derived. Publishing a day replaces exactly the rows of that
+`partition_date`, which is what makes publishing idempotent and a range equal to its days.
+`alerts` is filled by alerting, `journey_maps` by publish from the journey definitions."""
+from __future__ import annotations
+
+import pyarrow as pa
+
+from journey_defs.canonical import BAD_ROW_SCHEMA, CANONICAL_SCHEMA
+from journey_defs.outputs import (
+    DEVIATIONS, FEEDBACK, JOURNEY_STAGES, JOURNEYS, OFF_MAP_COUNTS, SESSIONS, STAGE_DAILY,
+)
+from transforms.identity_map import IDENTITIES
+from transforms.manifest import MANIFEST
+
+PARTITION_COLUMN = "partition_date"
+
+MIRRORED: dict[str, tuple[str, pa.Schema]] = {
+    "events": ("events", CANONICAL_SCHEMA),
+    "bad_rows": ("bad_rows", BAD_ROW_SCHEMA),
+    "identities": ("identities", IDENTITIES),
+    "sessions": ("sessions", SESSIONS),
+    "journeys": ("journeys", JOURNEYS),
+    "journey_stages": ("journey_stages", JOURNEY_STAGES),
+    "deviations": ("deviations", DEVIATIONS),
+    "feedback": ("feedback", FEEDBACK),
+    "stage_daily": ("stage_daily", STAGE_DAILY),
+    "off_map": ("off_map", OFF_MAP_COUNTS),
+    "runs": ("manifest", MANIFEST),
+}
+"""warehouse table -> (lake table, lake schema)."""
+
+ALERTS = pa.schema([
+    ("alert_id", pa.string()), ("journey_id", pa.string()), ("stage", pa.string()),
+    ("dimension", pa.string()), ("dimension_value", pa.string()),  # "*" = the whole stage
+    ("opened_date", pa.date32()), ("updated_date", pa.date32()), ("resolved_date", pa.date32()),
+    ("status", pa.string()),  # open | escalated | resolved
+    ("baseline_drop_rate", pa.float64()), ("recent_drop_rate", pa.float64()),
+    ("relative_rise", pa.float64()), ("p_value", pa.float64()), ("message", pa.string()),
+])
+"""Rising drop-off alerts (empty until alerting is built)."""
+
+JOURNEY_MAPS = pa.schema([
+    ("journey_id", pa.string()), ("journey_version", pa.string()), ("stage_index", pa.int32()),
+    ("stage", pa.string()), ("stage_name", pa.string()), ("optional", pa.bool_()),
+    ("max_time_in_stage_s", pa.float64()),
+])
+"""The intended maps: one row per stage, in map order (what funnel and journey_paths compare with)."""
+
+ALL_TABLES = (*MIRRORED, "alerts", "journey_maps")
+
+
+def warehouse_schema(table: str) -> pa.Schema:
+    """Columns of a warehouse table as Arrow types."""
+    if table == "alerts":
+        return ALERTS
+    if table == "journey_maps":
+        return JOURNEY_MAPS
+    return MIRRORED[table][1].append(pa.field(PARTITION_COLUMN, pa.date32()))
