@@ -90,6 +90,17 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--out", type=Path, help="write the result to this file (required for parquet)")
     ask.set_defaults(run=_query)
 
+    rep = commands.add_parser("report", help="terminal summary and a self-contained HTML report of a journey")
+    rep.add_argument("--journey", required=True, help="journey id")
+    rep.add_argument("--date", required=True, type=date.fromisoformat, help="as-of date (YYYY-MM-DD)")
+    where = rep.add_mutually_exclusive_group(required=True)
+    where.add_argument("--warehouse", help="DuckDB file")
+    where.add_argument("--data", help="data directory whose DATA/warehouse.duckdb to read")
+    rep.add_argument("--out", type=Path, help="HTML file (default: reports/JOURNEY-DATE.html beside the warehouse)")
+    rep.add_argument("--png", type=Path, help="also write a PNG screenshot (needs Chromium)")
+    rep.add_argument("--days", type=int, default=14, help="days of drop-off trend (default 14)")
+    rep.set_defaults(run=_report)
+
     check = commands.add_parser("check", help="validate journey map files")
     check.add_argument("journeys", nargs="+")
     check.add_argument("--sources-dir", action="append", default=[], type=Path)
@@ -180,6 +191,22 @@ def _query(args) -> int:
     else:
         sys.stdout.buffer.write(result)
         sys.stdout.flush()
+    return 0
+
+
+def _report(args) -> int:
+    from warehouse.report import export_png, render_html, render_text
+    from warehouse.report_data import load_report_data
+
+    warehouse = Path(args.warehouse or default_warehouse(args.data))
+    data = load_report_data(warehouse, args.journey, args.date, args.days)
+    out = args.out or warehouse.parent / "reports" / f"{args.journey}-{args.date}.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render_html(data), encoding="utf-8")
+    sys.stdout.write(render_text(data))
+    print(f"report: {out}")
+    if args.png:
+        print(f"png: {export_png(out, args.png)}")
     return 0
 
 

@@ -1,0 +1,104 @@
+"""What the journey report shows, read from the warehouse's tables and views (read-only)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import duckdb
+
+from warehouse.query import QueryError
+
+
+@dataclass(frozen=True)
+class Station:
+    """One stage of the intended map with what real customers did there as of the day."""
+
+    index: int
+    stage: str
+    name: str
+    optional: bool
+    reached: int
+    reached_next: int | None
+    drop_off_rate: float | None
+    stalled: int
+    dropped: int
+    in_stage: int
+    p50_hours: float | None
+    p90_hours: float | None
+    trend: tuple[tuple[date, float | None], ...]  # (day, drop_off_rate) over the trend window
+
+
+@dataclass(frozen=True)
+class ReportData:
+    journey_id: str
+    journey_version: str
+    as_of: date
+    stations: tuple[Station, ...]
+    customers: int
+    statuses: dict[str, int]
+    deviations: tuple[tuple[str, str, int], ...]     # (kind, stage, customers), most first
+    off_map: tuple[tuple[str, str, int], ...]        # (channel, event_type, events), most first
+    alerts: tuple[dict, ...]                         # open alerts of the journey
+
+    @property
+    def top_drop_off(self) -> Station | None:
+        rated = [s for s in self.stations if s.drop_off_rate is not None and s.reached]
+        return max(rated, key=lambda s: s.drop_off_rate) if rated else None
+
+
+def load_report_data(warehouse: str | Path, journey_id: str, as_of: date, trend_days: int = 14) -> ReportData:
+    path = Path(warehouse)
+    if not path.is_file():
+        raise QueryError(f"no warehouse at {path}: publish a run first (journeys run / journeys publish)")
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return _load(con, journey_id, as_of, trend_days)
+    finally:
+        con.close()
+
+
+def _load(con, journey_id: str, as_of: date, trend_days: int) -> ReportData:
+    stages = con.execute("SELECT stage_index, stage, stage_name, optional, journey_version FROM journey_maps "
+                         "WHERE journey_id = ? ORDER BY stage_index", [journey_id]).fetchall()
+    if not stages:
+        known = [r[0] for r in con.execute("SELECT DISTINCT journey_id FROM journey_maps ORDER BY 1").fetchall()]
+        raise QueryError(f"journey '{journey_id}' is not in the warehouse (published: {', '.join(known) or 'none'})")
+    if not con.execute("SELECT 1 FROM journeys WHERE journey_id = ? AND as_of_date = ? LIMIT 1",
+                       [journey_id, as_of]).fetchone():
+        latest = con.execute("SELECT max(as_of_date) FROM journeys WHERE journey_id = ?", [journey_id]).fetchone()[0]
+        raise QueryError(f"journey '{journey_id}' has no published run as of {as_of} "
+                         f"(latest: {latest or 'none'})")
+    funnel = {r[0]: r[1:] for r in con.execute(
+        "SELECT stage, reached, reached_next, drop_off_rate, stalled, dropped, in_stage FROM funnel "
+        "WHERE journey_id = ? AND date = ?", [journey_id, as_of]).fetchall()}
+    times = {r[0]: r[1:] for r in con.execute(
+        "SELECT stage, p50_hours, p90_hours FROM time_in_stage WHERE journey_id = ? AND date = ?",
+        [journey_id, as_of]).fetchall()}
+    first = as_of - timedelta(days=trend_days - 1)
+    trend: dict[str, list] = {}
+    for stage, day, rate in con.execute(
+            "SELECT stage, date, drop_off_rate FROM funnel WHERE journey_id = ? AND date BETWEEN ? AND ? "
+            "ORDER BY date", [journey_id, first, as_of]).fetchall():
+        trend.setdefault(stage, []).append((day, rate))
+    stations = []
+    for index, stage, name, optional, _ in stages:
+        reached, reached_next, rate, stalled, dropped, in_stage = funnel.get(stage, (0, None, None, 0, 0, 0))
+        p50, p90 = times.get(stage, (None, None))
+        stations.append(Station(index, stage, name, optional, reached or 0, reached_next, rate, stalled or 0,
+                                dropped or 0, in_stage or 0, p50, p90, tuple(trend.get(stage, ()))))
+    statuses = dict(con.execute("SELECT status, count(*) FROM journeys WHERE journey_id = ? AND as_of_date = ? "
+                                "GROUP BY status ORDER BY status", [journey_id, as_of]).fetchall())
+    deviations = tuple(con.execute(
+        "SELECT kind, coalesce(stage, '-'), count(DISTINCT customer_id) AS n FROM deviations "
+        "WHERE journey_id = ? AND as_of_date = ? GROUP BY ALL ORDER BY n DESC, 1, 2 LIMIT 8",
+        [journey_id, as_of]).fetchall())
+    off_map = tuple(con.execute(
+        "SELECT channel, event_type, n_events FROM off_map WHERE journey_id = ? AND partition_date = ? "
+        "ORDER BY n_events DESC, channel, event_type LIMIT 8", [journey_id, as_of]).fetchall())
+    alert_rows = con.execute("SELECT * FROM alerts WHERE journey_id = ? AND status <> 'resolved' "
+                             "ORDER BY opened_date", [journey_id])
+    names = [d[0] for d in alert_rows.description]
+    alerts = tuple(dict(zip(names, r)) for r in alert_rows.fetchall())
+    return ReportData(journey_id, stages[0][4], as_of, tuple(stations), sum(statuses.values()), statuses,
+                      deviations, off_map, alerts)
