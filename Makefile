@@ -22,6 +22,7 @@ demo: $(STAMP)
 	$(BIN)/journeys generate --customers 5000 --days 30 --seed 7 --out $(DEMO_DIR)
 	$(BIN)/journeys summary --data $(DEMO_DIR) --journey journey_defs/subscription.yaml
 	$(BIN)/journeys run --from 2026-01-05 --date 2026-02-03 --data $(DEMO_DIR) --journey subscription
+	$(BIN)/journeys report --journey subscription --date 2026-02-03 --data $(DEMO_DIR)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

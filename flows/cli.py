@@ -152,7 +152,8 @@ def _run(args) -> int:
     if not args.no_publish:
         from warehouse.publish import publish
 
-        publish(config.lake, args.warehouse or default_warehouse(args.data), sorted({*days, args.date}), journeys)
+        publish(config.lake, args.warehouse or default_warehouse(args.data), sorted({*days, args.date}), journeys,
+                progress=lambda message: message.startswith("published") and print(message))
     return 0
 
 

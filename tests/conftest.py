@@ -25,3 +25,11 @@ def helpdesk_csv() -> Path:
             pytrace=False,
         )
     return path
+
+
+@pytest.fixture(scope="session")
+def sample(tmp_path_factory):
+    """(data dir, lake) of `tests.warehouse_sample`: generated, then one nightly run per day."""
+    from tests.warehouse_sample import build
+
+    return build(tmp_path_factory.mktemp("warehouse"))

@@ -11,40 +11,20 @@ import subprocess
 import sys
 import textwrap
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from flows.cli import main
-from generator.generate import GenerateConfig, generate
-from journey_defs.loader import BUILTIN_JOURNEYS, load_journey
-from pipelines.journey_pipeline import RunConfig, run
+from tests.warehouse_sample import DAYS, JOURNEY, LAST
 from transforms import lake
 from warehouse.publish import NothingToPublish, publish
 from warehouse.tables import ALL_TABLES, MIRRORED, PARTITION_COLUMN
 from warehouse.views import VIEWS
 
-CONFIG = GenerateConfig(customers=700, days=5, seed=11, fault_rate=0.01)
-DAYS = [CONFIG.start + timedelta(days=d) for d in range(CONFIG.days)]
-LAST = DAYS[-1]
-JOURNEY = load_journey(BUILTIN_JOURNEYS["subscription"])
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def sample(tmp_path_factory):
-    """A generated sample and its lake after one nightly run per day."""
-    root = tmp_path_factory.mktemp("warehouse")
-    data, lake_dir = root / "data", root / "lake"
-    generate(data, CONFIG, progress=lambda _: None)
-    for day in DAYS:
-        run(RunConfig(data_dir=str(data), lake=str(lake_dir), journeys=(JOURNEY,), as_of=day, n_buckets=4),
-            progress=lambda _: None)
-    return data, str(lake_dir)
 
 
 def quiet(_):
@@ -103,6 +83,12 @@ def test_views_agree_with_the_ground_truth(sample, tmp_path):
     stalled = {r[0] for r in rows(warehouse, "SELECT customer_id FROM stalled_now")}
     assert stalled == {c["customer_key"] for c in customers if c["status"] == "stalled"} and stalled
     assert rows(warehouse, "SELECT sum(customers) FROM journey_paths") == [(len(customers),)]
+    deviating = {d["customer_key"] for d in pq.read_table(data / "ground_truth" / "deviations.parquet").to_pylist()
+                 if d["kind"] in ("backtrack", "skipped_stage")}
+    off_path = rows(warehouse, "SELECT sum(customers) FROM journey_paths WHERE NOT follows_map")[0][0] or 0
+    assert off_path == len(deviating) and deviating
+    paths = rows(warehouse, "SELECT path FROM journey_paths WHERE NOT follows_map")
+    assert all(" > back to " in p or " > skipped " in p for p, in paths)
     for name in VIEWS:
         assert rows(warehouse, f"SELECT count(*) FROM {name}")[0][0] > 0, name
 

@@ -56,7 +56,11 @@ def render(table: pa.Table, fmt: str, max_width: int = 40) -> bytes:
 def text_table(table: pa.Table, max_width: int = 40) -> str:
     """Aligned columns for a terminal: numbers right, text left, long values cut with '…'."""
     def cell(value) -> str:
-        text = "" if value is None else (f"{value:,.4g}" if isinstance(value, float) else str(value))
+        if value is None:
+            return "NULL"
+        if isinstance(value, bool):
+            return str(value).lower()
+        text = f"{value:,.4g}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
         return text if len(text) <= max_width else text[:max_width - 1] + "…"
 
     columns = [[cell(v) for v in table.column(i).to_pylist()] for i in range(table.num_columns)]

@@ -59,25 +59,28 @@ VIEWS: dict[str, str] = {
         WHERE f.score IS NOT NULL
         GROUP BY ALL ORDER BY f.journey_id, f.stage, f.channel, f.event_type""",
     "journey_paths": """
-        -- real stage sequences (stages in the order customers first entered them), most frequent
-        -- first, beside the intended one; follows_map: the path is the map's order so far,
-        -- optional stages allowed to be skipped
+        -- real sequences, most frequent first, beside the intended one: the stages in the order
+        -- customers entered them, with the moves the map does not allow ('back to X' for a
+        -- backtrack, 'skipped X' for a stage jumped over); follows_map: no such move
         WITH latest AS (SELECT journey_id, max(as_of_date) AS as_of_date FROM journey_stages GROUP BY journey_id),
-        paths AS (
-            SELECT s.journey_id, s.customer_id,
-                   string_agg(s.stage, ' > ' ORDER BY s.entered_at, s.stage_index) AS path,
-                   list(s.stage_index ORDER BY s.entered_at, s.stage_index) AS indexes
+        steps AS (
+            SELECT s.journey_id, s.customer_id, s.stage AS step, s.entered_at AS happened_at, s.stage_index AS tie, false AS deviates
             FROM journey_stages s JOIN latest USING (journey_id, as_of_date)
-            GROUP BY s.journey_id, s.customer_id),
+            UNION ALL
+            SELECT d.journey_id, d.customer_id,
+                   CASE d.kind WHEN 'backtrack' THEN 'back to ' ELSE 'skipped ' END || d.stage, d.ts, 1000, true
+            FROM deviations d JOIN latest USING (journey_id, as_of_date)
+            WHERE d.kind IN ('backtrack', 'skipped_stage')),
+        paths AS (
+            SELECT journey_id, customer_id, string_agg(step, ' > ' ORDER BY happened_at, tie, step) AS path, bool_or(deviates) AS deviates
+            FROM steps GROUP BY journey_id, customer_id),
         intended AS (
-            SELECT journey_id, string_agg(stage, ' > ' ORDER BY stage_index) AS intended_path,
-                   list(stage_index ORDER BY stage_index) FILTER (WHERE NOT optional) AS required
+            SELECT journey_id, string_agg(stage || CASE WHEN optional THEN ' (optional)' ELSE '' END, ' > '
+                                          ORDER BY stage_index) AS intended_path
             FROM journey_maps GROUP BY journey_id)
         SELECT p.journey_id, p.path, count(*) AS customers,
                count(*) / sum(count(*)) OVER (PARTITION BY p.journey_id) AS share,
-               any_value(i.intended_path) AS intended_path,
-               any_value(list_sort(p.indexes) = p.indexes
-                         AND list_has_all(p.indexes, list_filter(i.required, lambda x: x <= list_max(p.indexes)))) AS follows_map
+               NOT any_value(p.deviates) AS follows_map, any_value(i.intended_path) AS intended_path
         FROM paths p LEFT JOIN intended i USING (journey_id)
         GROUP BY p.journey_id, p.path
         ORDER BY p.journey_id, customers DESC, p.path""",

@@ -1,0 +1,112 @@
+"""`journeys report` end to end: a published warehouse → terminal summary, a self-contained
+HTML page that headless Chromium renders with no network (stage names and real reach counts
+in the DOM, taken from the generator's ground truth), and a non-blank PNG."""
+from __future__ import annotations
+
+import re
+import struct
+import subprocess
+import tempfile
+import zlib
+
+import pyarrow.parquet as pq
+import pytest
+
+from flows.cli import main
+from tests.warehouse_sample import DAYS, JOURNEY, LAST
+from warehouse.publish import publish
+from warehouse.report import chromium_flags, find_chromium
+
+
+@pytest.fixture(scope="module")
+def report(sample, tmp_path_factory):
+    data, lake_dir = sample
+    root = tmp_path_factory.mktemp("report")
+    warehouse = root / "w.duckdb"
+    publish(lake_dir, warehouse, DAYS, [JOURNEY], progress=lambda _: None)
+    return data, warehouse, root
+
+
+def truth_reached(data) -> dict[str, int]:
+    customers = pq.read_table(data / "ground_truth" / "customers.parquet")
+    return {s: customers.num_rows - customers[f"entered_{s}"].null_count for s in JOURNEY.stage_ids}
+
+
+def test_report_writes_a_self_contained_page_and_a_summary(report, capsys):
+    data, warehouse, root = report
+    out = root / "r.html"
+    assert main(["report", "--journey", "subscription", "--date", str(LAST), "--warehouse", str(warehouse),
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    reached = truth_reached(data)
+    for stage in JOURNEY.stages:
+        assert re.search(rf"^  {stage.id}( \(opt\))?\s+{reached[stage.id]:,}\s", printed, re.M), stage.id
+    assert "top drop-off: " in printed and f"report: {out}" in printed
+    page = out.read_text()
+    assert not re.search(r"<script|<link|<img|<iframe|\bsrc=|\bhref=|url\(|@import", page, re.I)
+    assert all(m == "http://www.w3.org/2000/svg" for m in re.findall(r"https?://[^\"' )]+", page))
+
+
+def test_chromium_renders_the_stages_and_counts_offline(report, tmp_path):
+    data, warehouse, root = report
+    out, png = root / "c.html", tmp_path / "c.png"
+    assert main(["report", "--journey", "subscription", "--date", str(LAST), "--warehouse", str(warehouse),
+                 "--out", str(out), "--png", str(png)]) == 0
+    with tempfile.TemporaryDirectory() as profile:
+        dom = subprocess.run([find_chromium(), *chromium_flags(profile), "--dump-dom", out.resolve().as_uri()],
+                             capture_output=True, text=True, timeout=120, check=True).stdout
+    reached = truth_reached(data)
+    for stage in JOURNEY.stages:
+        assert f">{stage.name}" in dom, stage.name
+        assert f'data-stage="{stage.id}">reached {reached[stage.id]:,}<' in dom, stage.id
+    width, height, pixels = read_png(png.read_bytes())
+    assert (width, height) == (1400, 1100)
+    ink = sum(1 for p in pixels if p[:3] != (255, 255, 255))
+    assert ink > 0.01 * len(pixels), "the screenshot is blank"
+    assert len({p[:3] for p in pixels}) > 20  # text, the blue line, the red legs: not a flat image
+
+
+def test_a_day_without_a_published_run_is_a_clear_error(report, capsys):
+    _, warehouse, _ = report
+    assert main(["report", "--journey", "subscription", "--date", "2031-01-01", "--warehouse", str(warehouse)]) == 2
+    assert f"no published run as of 2031-01-01 (latest: {LAST})" in capsys.readouterr().err
+    assert main(["report", "--journey", "nope", "--date", str(LAST), "--warehouse", str(warehouse)]) == 2
+    assert "journey 'nope' is not in the warehouse (published: subscription)" in capsys.readouterr().err
+
+
+def read_png(blob: bytes) -> tuple[int, int, list[tuple[int, ...]]]:
+    """Pixels of an 8-bit RGB/RGBA non-interlaced PNG (what Chromium writes)."""
+    assert blob[:8] == b"\x89PNG\r\n\x1a\n"
+    at, idat, header = 8, b"", None
+    while at < len(blob):
+        length, kind = struct.unpack(">I4s", blob[at:at + 8])
+        chunk = blob[at + 8:at + 8 + length]
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", chunk)
+        elif kind == b"IDAT":
+            idat += chunk
+        at += 12 + length
+    width, height, depth, color, _, _, interlace = header
+    assert depth == 8 and color in (2, 6) and interlace == 0
+    channels = 3 if color == 2 else 4
+    raw, stride = zlib.decompress(idat), width * channels
+    rows, previous = [], bytearray(stride)
+    for y in range(height):
+        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for i in range(stride):
+            left = line[i - channels] if i >= channels else 0
+            up, corner = previous[i], previous[i - channels] if i >= channels else 0
+            if kind == 1:
+                line[i] = (line[i] + left) & 255
+            elif kind == 2:
+                line[i] = (line[i] + up) & 255
+            elif kind == 3:
+                line[i] = (line[i] + (left + up) // 2) & 255
+            elif kind == 4:
+                p = left + up - corner
+                pa_, pb, pc = abs(p - left), abs(p - up), abs(p - corner)
+                line[i] = (line[i] + (left if pa_ <= pb and pa_ <= pc else up if pb <= pc else corner)) & 255
+        rows.append(line)
+        previous = line
+    pixels = [tuple(row[x * channels:(x + 1) * channels]) for row in rows for x in range(width)]
+    return width, height, pixels
