@@ -30,7 +30,7 @@ from transforms.identity import StitchIdentities
 from transforms.ingest import ParseSources
 from transforms.manifest import build_manifest, rows_per_file
 from transforms.parse import ParseLimits, read_identity_table, source_files
-from transforms.stage_metrics import combine_stage_daily
+from transforms.stage_metrics import STAGE_INPUTS, combine_stage_daily
 from transforms.write import WriteParts
 
 DEFAULT_RUNNER_FLAGS = ("--runner=DirectRunner", "--direct_running_mode=in_memory")
@@ -161,7 +161,8 @@ def _build(p: beam.Pipeline, config: RunConfig, specs: dict[str, SourceSpec], st
      | "WriteOffMap" >> beam.ParDo(write("off_map")))
     journeys_by_id = {j.id: j for j in config.journeys}
     stage_inputs = {
-        name: built[name] | f"{name}_ByJourney" >> beam.Map(lambda kv: (_journey_of(kv[0]), pack(kv[1])))
+        name: built[name] | f"{name}_ByJourney" >> beam.Map(
+            lambda kv, columns: (_journey_of(kv[0]), pack(kv[1].select(columns))), STAGE_INPUTS[name].names)
         for name in ("journeys", "journey_stages")
     }
     (stage_inputs | "GroupStageInputs" >> beam.CoGroupByKey()

@@ -21,7 +21,7 @@ from journey_defs.model import JourneyMap
 from journey_defs.outputs import JOURNEY_STAGES, JOURNEYS, STAGE_DAILY
 from transforms.sql_session import query_tables
 
-__all__ = ["stage_daily", "combine_stage_daily"]
+__all__ = ["STAGE_INPUTS", "stage_daily", "combine_stage_daily"]
 
 _SQL = """
 WITH rows AS (
@@ -73,6 +73,15 @@ ORDER BY f.stage_index, f.channel <> '*', f.channel, f.segment <> '*', f.segment
 each stage's index, id and next required stage (NULL for the final stage).
 `$by_segment` is false for a journey without `segment_field`: then every row has segment "*"."""
 
+STAGE_INPUTS = {
+    "journey_stages": pa.schema([JOURNEY_STAGES.field(n) for n in (
+        "journey_id", "as_of_date", "customer_id", "segment", "stage_index", "entered_at", "entry_channel",
+        "left_at", "time_in_stage_s", "is_current", "stalled")]),
+    "journeys": pa.schema([JOURNEYS.field(n) for n in ("journey_id", "as_of_date", "customer_id", "segment", "status")]),
+}
+"""The columns stage metrics read: what a pipeline needs to ship to the step computing them."""
+
+
 def stage_daily(journey_stages: pa.Table, journeys: pa.Table, journey: JourneyMap, as_of_date: date) -> pa.Table:
     """STAGE_DAILY rows of `as_of_date`: every stage x (its entry channel, or "*" = all) x
     (segment, or "*"; only "*" when the journey has no segment_field); a null segment is
@@ -81,8 +90,8 @@ def stage_daily(journey_stages: pa.Table, journeys: pa.Table, journey: JourneyMa
     who entered the next required stage (null for the final stage or when none reached it);
     p50/p90 over the time in stage of customers who left it (null when none did)."""
     of_the_day = (pc.field("journey_id") == journey.id) & (pc.field("as_of_date") == as_of_date)
-    tables = {"stages": journey_stages.select(JOURNEY_STAGES.names).filter(of_the_day),
-              "journeys": journeys.select(JOURNEYS.names).filter(of_the_day), "map": _stage_map(journey)}
+    tables = {"stages": journey_stages.select(STAGE_INPUTS["journey_stages"].names).filter(of_the_day),
+              "journeys": journeys.select(STAGE_INPUTS["journeys"].names).filter(of_the_day), "map": _stage_map(journey)}
     params = {"journey_id": journey.id, "day": as_of_date, "by_segment": journey.segment_field is not None}
     out = query_tables(_SQL, tables, params)
     return out.cast(STAGE_DAILY)
@@ -95,7 +104,8 @@ def combine_stage_daily(journey_stages_parts: Sequence[pa.Table], journeys_parts
     def concat(parts: Sequence[pa.Table], schema: pa.Schema) -> pa.Table:
         return pa.concat_tables([schema.empty_table(), *(t.select(schema.names).cast(schema) for t in parts)])
 
-    return stage_daily(concat(journey_stages_parts, JOURNEY_STAGES), concat(journeys_parts, JOURNEYS), journey, as_of_date)
+    return stage_daily(concat(journey_stages_parts, STAGE_INPUTS["journey_stages"]),
+                       concat(journeys_parts, STAGE_INPUTS["journeys"]), journey, as_of_date)
 
 
 def _stage_map(journey: JourneyMap) -> pa.Table:
