@@ -1,7 +1,8 @@
 """Pipeline benchmark: generate samples of ~1M and ~5M events, run the whole pipeline on each
 (raw files → Parquet lake, one run ingesting every day, as of the last day) and print
-records/s and peak RSS; run a DuckDB SQL script doing the same parsing, stitching, matching
-and sessionization on the same files and print the ratio.
+records/s and peak RSS; then time publishing the lake into DuckDB (separately); run a DuckDB
+SQL script doing the same parsing, stitching, matching and sessionization on the same files
+and print the ratio.
 
     .venv/bin/python -m benchmarks.pipeline                      # 1M and 5M
     .venv/bin/python -m benchmarks.pipeline --events 1000000     # one size
@@ -52,13 +53,19 @@ def bench(root: Path, events: int, buckets: int, beam_args: list[str]) -> None:
     start = date.fromisoformat(generated["config"]["start"])
     last = start + timedelta(days=DAYS - 1)
     command = ["run", "--date", last.isoformat(), "--from", start.isoformat(), "--data", str(data),
-               "--journey", "subscription", "--lake", str(root / "lake"), "--buckets", str(buckets)]
+               "--journey", "subscription", "--lake", str(root / "lake"), "--buckets", str(buckets), "--no-publish"]
     if beam_args:
         command += ["--", *beam_args]
     seconds, peak = child(command)
     records = generated["records_written"]
     print(f"pipeline : {seconds:7.1f} s  {records / seconds:>10,.0f} records/s  peak RSS {peak / 1024:,.0f} MB"
           f"  ({' '.join(beam_args) or 'DirectRunner in_memory'})")
+
+    publish_seconds, publish_peak = child(["publish", "--from", start.isoformat(), "--date", last.isoformat(),
+                                           "--data", str(data), "--lake", str(root / "lake"),
+                                           "--warehouse", str(root / "warehouse.duckdb"), "--journey", "subscription"])
+    print(f"publish  : {publish_seconds:7.1f} s  ({DAYS} days into DuckDB, peak RSS {publish_peak / 1024:,.0f} MB; "
+          "not part of the pipeline figure)")
 
     sql_seconds = duckdb_reference(data, root / "reference.parquet")
     print(f"duckdb   : {sql_seconds:7.1f} s  {records / sql_seconds:>10,.0f} records/s  (SQL script, same files)")

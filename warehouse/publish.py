@@ -70,9 +70,9 @@ def publish(lake_root: str, warehouse: str | Path, days: Sequence[date], journey
                 _create_tables(con)
                 for day in days:
                     staged = 0
-                    for table, part in _lake_partitions(lake_root, day).items():
-                        staged += _replace_partition(con, table, day, part)
-                        rows[table] += part.num_rows
+                    for table, (lake_table, schema) in MIRRORED.items():
+                        n = _replace_partition(con, table, day, lake_root, lake_table, schema)
+                        staged, rows[table] = staged + n, rows[table] + n
                     progress(f"publish {day}: {staged:,} rows staged")
                 if journeys:
                     _replace_maps(con, journeys)
@@ -92,11 +92,6 @@ def publish(lake_root: str, warehouse: str | Path, days: Sequence[date], journey
     return report
 
 
-def _lake_partitions(lake_root: str, day: date) -> dict[str, pa.Table]:
-    return {table: lake.read_partition(lake_root, lake_table, day, schema).select(schema.names).cast(schema)
-            for table, (lake_table, schema) in MIRRORED.items()}
-
-
 def _has_any_partition(lake_root: str, day: date) -> bool:
     return any(lake.partition_files(lake_root, lake_table, day) for lake_table, _ in MIRRORED.values())
 
@@ -108,12 +103,24 @@ def _create_tables(con: duckdb.DuckDBPyConnection) -> None:
         con.unregister("_empty")
 
 
-def _replace_partition(con: duckdb.DuckDBPyConnection, table: str, day: date, part: pa.Table) -> int:
+def _replace_partition(con: duckdb.DuckDBPyConnection, table: str, day: date, lake_root: str, lake_table: str,
+                       schema: pa.Schema) -> int:
+    """Replace the table's rows of `day` with the lake partition's; rows inserted. A local
+    lake is read by DuckDB straight from its Parquet files (streaming, no Arrow copy of the
+    partition); a remote one through Beam's FileSystems, one table at a time."""
     con.execute(f"DELETE FROM {table} WHERE {PARTITION_COLUMN} = ?", [day])
-    if part.num_rows:
-        con.register("_part", part)
-        con.execute(f"INSERT INTO {table} BY NAME SELECT *, ?::DATE AS {PARTITION_COLUMN} FROM _part", [day])
-        con.unregister("_part")
+    files = lake.partition_files(lake_root, lake_table, day)
+    if not files:
+        return 0
+    columns = ", ".join(f'"{name}"' for name in schema.names)
+    if "://" not in lake_root:
+        return int(con.execute(f"INSERT INTO {table} BY NAME SELECT {columns}, $day::DATE AS {PARTITION_COLUMN} "
+                               "FROM read_parquet($files, union_by_name = true)",
+                               {"day": day, "files": files}).fetchone()[0])
+    part = lake.read_partition(lake_root, lake_table, day, schema).select(schema.names).cast(schema)
+    con.register("_part", part)
+    con.execute(f"INSERT INTO {table} BY NAME SELECT {columns}, ?::DATE AS {PARTITION_COLUMN} FROM _part", [day])
+    con.unregister("_part")
     return part.num_rows
 
 
