@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -56,12 +57,17 @@ def bench(root: Path, events: int, buckets: int, beam_args: list[str]) -> None:
                "--journey", "subscription", "--lake", str(root / "lake"), "--buckets", str(buckets), "--no-publish"]
     if beam_args:
         command += ["--", *beam_args]
-    seconds, peak = child(command)
+    seconds, peak, output = child(command)
     records = generated["records_written"]
     print(f"pipeline : {seconds:7.1f} s  {records / seconds:>10,.0f} records/s  peak RSS {peak / 1024:,.0f} MB"
-          f"  ({' '.join(beam_args) or 'DirectRunner in_memory'})")
+          f"  ({' '.join(beam_args) or 'DirectRunner in_memory'}; quality gate included)")
+    gate = re.search(r"^gate \S+: (\d+) expectations", output, re.M)
+    gate_time = re.search(r"^quality gate: ([\d.]+) s of the run's ([\d.]+) s", output, re.M)
+    if gate and gate_time:
+        print(f"gate     : {float(gate_time[1]):7.1f} s  ({gate[1]} expectations in Great Expectations checkpoints, "
+              f"loading GX included) = {float(gate_time[1]) / float(gate_time[2]):.0%} of the run")
 
-    publish_seconds, publish_peak = child(["publish", "--from", start.isoformat(), "--date", last.isoformat(),
+    publish_seconds, publish_peak, _ = child(["publish", "--from", start.isoformat(), "--date", last.isoformat(),
                                            "--data", str(data), "--lake", str(root / "lake"),
                                            "--warehouse", str(root / "warehouse.duckdb"), "--journey", "subscription"])
     print(f"publish  : {publish_seconds:7.1f} s  ({DAYS} days into DuckDB, peak RSS {publish_peak / 1024:,.0f} MB; "
@@ -72,16 +78,19 @@ def bench(root: Path, events: int, buckets: int, beam_args: list[str]) -> None:
     print(f"ratio    : pipeline takes {seconds / sql_seconds:.1f}x the SQL script's time")
 
 
-def child(journeys_args: list[str]) -> tuple[float, int]:
+def child(journeys_args: list[str]) -> tuple[float, int, str]:
     """Run `journeys ...` in a child process; (wall seconds, peak RSS in KiB of it, or of the
-    largest of the workers it waited for). Not RUSAGE_CHILDREN: that would also count the
-    generator run before."""
+    largest of the workers it waited for, and what it printed). Not RUSAGE_CHILDREN: that
+    would also count the generator run before."""
     began = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "flows.cli", *journeys_args], stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
+    with tempfile.TemporaryFile("w+") as out:
+        process = subprocess.Popen([sys.executable, "-m", "flows.cli", *journeys_args], stdout=out)
+        _, status, usage = os.wait4(process.pid, 0)
+        out.seek(0)
+        printed = out.read()
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"journeys {journeys_args[0]} failed")
-    return time.perf_counter() - began, usage.ru_maxrss
+    return time.perf_counter() - began, usage.ru_maxrss, printed
 
 
 def duckdb_reference(data: Path, out: Path) -> float:

@@ -28,10 +28,15 @@ def default_lake(data_dir: str) -> str:
 
 
 def default_warehouse(data_dir: str) -> str:
-    """DATA/warehouse.duckdb; DuckDB writes local files only, so a remote DATA needs --warehouse."""
+    """DATA/warehouse.duckdb (DuckDB writes local files only)."""
+    return _local(data_dir, "warehouse.duckdb")
+
+
+def _local(data_dir: str, name: str) -> str:
+    """DATA/name for outputs that must be local files; a remote DATA needs an explicit path."""
     if "://" in data_dir:
-        raise ValueError(f"--data {data_dir} is not local: give --warehouse PATH for the DuckDB file")
-    return str(Path(data_dir) / "warehouse.duckdb")
+        raise ValueError(f"--data {data_dir} is not local: give the path for {name} explicitly")
+    return str(Path(data_dir) / name)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="fail without publishing above this bad-row share (default 0.05)")
     run.add_argument("--warehouse", help="DuckDB file to publish to (default: DATA/warehouse.duckdb)")
     run.add_argument("--no-publish", action="store_true", help="write the lake only, do not publish to DuckDB")
+    run.add_argument("--validation-dir", help="Great Expectations project, results and data docs "
+                                              "(default: DATA/validation)")
+    run.add_argument("--no-gate", action="store_true", help="skip the quality gate (not for production)")
+    run.add_argument("--off-map-threshold", type=float, default=0.10,
+                     help="warn when this share of a journey's events match no touchpoint (default 0.10)")
     run.add_argument("beam_args", nargs="*", help=argparse.SUPPRESS)
     run.set_defaults(run=_run)
 
@@ -133,7 +143,10 @@ def _summary(args) -> int:
 def _run(args) -> int:
     from journey_defs.loader import load_journey, resolve_journey
     from journey_defs.source_spec import available_sources
-    from pipelines.journey_pipeline import DEFAULT_RUNNER_FLAGS, RunConfig, RunFailed, run
+    from expectations.gate import GateFailed
+    from expectations.run_context import GateLimits
+    from flows.gated_run import gated_run
+    from pipelines.journey_pipeline import DEFAULT_RUNNER_FLAGS, RunConfig, RunFailed
 
     known = available_sources(args.sources_dir)
     journeys = tuple(load_journey(resolve_journey(name), known_sources=known) for name in args.journey)
@@ -142,18 +155,18 @@ def _run(args) -> int:
                        as_of=args.date, ingest_days=days, sources_dirs=tuple(map(str, args.sources_dir)),
                        n_buckets=args.buckets, bad_row_threshold=args.bad_row_threshold,
                        runner_flags=tuple(args.beam_args) or DEFAULT_RUNNER_FLAGS)
+    limits = GateLimits(bad_row_threshold=args.bad_row_threshold, off_map_share=args.off_map_threshold)
     try:
-        report = run(config)
-    except RunFailed as exc:
+        night = gated_run(config, None if args.no_gate else (args.validation_dir or _local(args.data, "validation")),
+                          None if args.no_publish else (args.warehouse or default_warehouse(args.data)), limits)
+    except (RunFailed, GateFailed) as exc:
         print(f"journeys run: FAILED, nothing published: {exc}", file=sys.stderr)
         return 1
-    for table, rows in sorted(report.rows_written.items()):
+    for table, rows in sorted(night.run.rows_written.items()):
         print(f"  {table:<15}{rows:>12,} rows")
-    if not args.no_publish:
-        from warehouse.publish import publish
-
-        publish(config.lake, args.warehouse or default_warehouse(args.data), sorted({*days, args.date}), journeys,
-                progress=lambda message: message.startswith("published") and print(message))
+    if night.run.gate_seconds is not None:
+        print(f"quality gate: {night.run.gate_seconds:.1f} s of the run's {night.run.seconds:.1f} s "
+              f"({night.run.gate_seconds / night.run.seconds:.0%})")
     return 0
 
 

@@ -65,3 +65,14 @@ STAGE_DAILY = pa.schema([
     ("conversion_rate", pa.float64()),  # reached next required stage / reached this stage
     ("p50_time_in_stage_s", pa.float64()), ("p90_time_in_stage_s", pa.float64()),
 ])
+
+CHECKS = pa.schema([
+    ("run_id", pa.string()), ("as_of_date", pa.date32()), ("suite", pa.string()), ("expectation", pa.string()),
+    ("columns", pa.string()), ("severity", pa.string()),  # critical | warning
+    ("success", pa.bool_()),
+    ("observed", pa.string()),          # the observed value or the number of unexpected rows
+    ("unexpected_count", pa.int64()),
+    ("sample", pa.string()),            # JSON list of failing values / rows
+    ("details", pa.string()),           # JSON: the figures behind a drift warning
+])
+"""One row per expectation a run's quality gate evaluated."""

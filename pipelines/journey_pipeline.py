@@ -12,6 +12,7 @@ import hashlib
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Callable
 from datetime import date, timedelta
 
 import apache_beam as beam
@@ -76,15 +77,18 @@ class RunReport:
     bad_rows: int
     duplicates: int
     rows_written: dict[str, int] = field(default_factory=dict)
+    gate_seconds: float | None = None
 
     @property
     def events_per_second(self) -> float:
         return self.records / self.seconds if self.seconds else 0.0
 
 
-def run(config: RunConfig, progress=print) -> RunReport:
+def run(config: RunConfig, progress=print, gate: Callable[[str, str], pa.Table | None] | None = None) -> RunReport:
     """Run the pipeline and commit its output to the lake; raise RunFailed (lake untouched)
-    when the input is too broken to publish."""
+    when the input is too broken to publish. `gate(staging, run_id)`, when given, checks the
+    staged output before the commit: it raises to stop the run (the lake is left untouched)
+    or returns the check rows, committed as the run's `checks` partition."""
     began = time.perf_counter()
     run_id = f"{config.as_of.isoformat()}-{uuid.uuid4().hex[:8]}"
     staging = lake.partition_dir(config.lake, "_staging", config.as_of) + f"-{run_id}"
@@ -99,12 +103,20 @@ def run(config: RunConfig, progress=print) -> RunReport:
         manifest = lake.read_partition(staging, "manifest", config.as_of)
         _check(manifest, config)
         written = _rows_written(result)
+        if gate is not None:
+            began_gate = time.perf_counter()
+            checks = gate(staging, run_id)
+            gate_seconds = time.perf_counter() - began_gate
+            if checks is not None:
+                lake.write_table(lake.part_path(staging, "checks", config.as_of, "gate"), checks)
+                written["checks"] = checks.num_rows
         lake.commit(staging, config.lake, [(t, d) for t in lake.TABLES for d in _owned_days(t, config)])
     except BaseException:
         lake.discard(staging)
         raise
     totals = {k: int(pc.sum(manifest.column(k)).as_py() or 0) for k in ("records", "events", "bad_rows", "duplicates")}
-    report = RunReport(run_id, config.as_of, time.perf_counter() - began, rows_written=written, **totals)
+    report = RunReport(run_id, config.as_of, time.perf_counter() - began, rows_written=written,
+                       gate_seconds=gate_seconds if gate is not None else None, **totals)
     progress(f"run {run_id}: {report.records:,} records → {report.events:,} events, {report.bad_rows:,} bad rows, "
              f"{report.duplicates:,} duplicates in {report.seconds:.1f} s ({report.events_per_second:,.0f} records/s)")
     return report

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 TABLES = ("events", "bad_rows", "identities", "sessions", "journeys", "journey_stages", "deviations", "feedback",
-          "stage_daily", "off_map", "manifest")
+          "stage_daily", "off_map", "manifest", "checks")
 
 
 def partition_dir(root: str, table: str, day: date) -> str:

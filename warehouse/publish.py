@@ -97,6 +97,9 @@ def _has_any_partition(lake_root: str, day: date) -> bool:
 
 
 def _create_tables(con: duckdb.DuckDBPyConnection) -> None:
+    legacy = con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = 'runs'").fetchall()
+    if legacy and legacy[0][0] == "BASE TABLE":  # warehouses published before `runs` became a view
+        con.execute("ALTER TABLE runs RENAME TO run_files")
     for table in ALL_TABLES:
         con.register("_empty", warehouse_schema(table).empty_table())
         con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM _empty")
@@ -115,7 +118,7 @@ def _replace_partition(con: duckdb.DuckDBPyConnection, table: str, day: date, la
     columns = ", ".join(f'"{name}"' for name in schema.names)
     if "://" not in lake_root:
         return int(con.execute(f"INSERT INTO {table} BY NAME SELECT {columns}, $day::DATE AS {PARTITION_COLUMN} "
-                               "FROM read_parquet($files, union_by_name = true)",
+                               "FROM read_parquet($files, union_by_name = true, hive_partitioning = false)",
                                {"day": day, "files": files}).fetchone()[0])
     part = lake.read_partition(lake_root, lake_table, day, schema).select(schema.names).cast(schema)
     con.register("_part", part)

@@ -30,6 +30,7 @@ def render_text(data: ReportData) -> str:
     if data.off_map:
         lines.append("off-map: " + ", ".join(f"{c}/{t} {n:,}" for c, t, n in data.off_map[:3]))
     lines.append(f"open alerts: {len(data.alerts)}")
+    lines += [f"data quality warning: {check}: {seen}" for check, seen in data.quality_warnings]
     return "\n".join(lines) + "\n"
 
 
@@ -63,6 +64,8 @@ svg text {{ font-family: system-ui, sans-serif; }}
 {_rows_table(("channel", "event type", "events"), data.off_map, "Every event matched the map.")}
 <h2>Open alerts</h2>
 {_alerts(data.alerts)}
+<h2>Data quality warnings of this run</h2>
+{_warnings(data.quality_warnings)}
 </body></html>
 """
 
@@ -127,6 +130,12 @@ def _alerts(alerts) -> str:
     if not alerts:
         return "<p class='muted'>No open alerts.</p>"
     return "<ul>" + "".join(f"<li>{_e(a['stage'])}: {_e(a.get('message') or a['status'])}</li>" for a in alerts) + "</ul>"
+
+
+def _warnings(warnings) -> str:
+    if not warnings:
+        return "<p class='muted'>None: every check passed.</p>"
+    return "<ul id='quality'>" + "".join(f"<li><b>{_e(check)}</b>: {_e(seen)}</li>" for check, seen in warnings) + "</ul>"
 
 
 def export_png(html_path: Path, png_path: Path, width: int = 1400, height: int = 1100) -> Path:

@@ -40,6 +40,7 @@ class ReportData:
     deviations: tuple[tuple[str, str, int], ...]     # (kind, stage, customers), most first
     off_map: tuple[tuple[str, str, int], ...]        # (channel, event_type, events), most first
     alerts: tuple[dict, ...]                         # open alerts of the journey
+    quality_warnings: tuple[tuple[str, str], ...] = ()  # (check, what it saw) of the as-of run's gate
 
     @property
     def top_drop_off(self) -> Station | None:
@@ -100,5 +101,8 @@ def _load(con, journey_id: str, as_of: date, trend_days: int) -> ReportData:
                              "ORDER BY opened_date", [journey_id])
     names = [d[0] for d in alert_rows.description]
     alerts = tuple(dict(zip(names, r)) for r in alert_rows.fetchall())
+    warnings = tuple(con.execute(
+        "SELECT suite, observed FROM run_checks WHERE partition_date = ? AND NOT success AND severity = 'warning' "
+        "ORDER BY suite, columns", [as_of]).fetchall())
     return ReportData(journey_id, stages[0][4], as_of, tuple(stations), sum(statuses.values()), statuses,
-                      deviations, off_map, alerts)
+                      deviations, off_map, alerts, warnings)

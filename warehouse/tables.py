@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from journey_defs.canonical import BAD_ROW_SCHEMA, CANONICAL_SCHEMA
 from journey_defs.outputs import (
-    DEVIATIONS, FEEDBACK, JOURNEY_STAGES, JOURNEYS, OFF_MAP_COUNTS, SESSIONS, STAGE_DAILY,
+    CHECKS, DEVIATIONS, FEEDBACK, JOURNEY_STAGES, JOURNEYS, OFF_MAP_COUNTS, SESSIONS, STAGE_DAILY,
 )
 from transforms.identity_map import IDENTITIES
 from transforms.manifest import MANIFEST
@@ -29,7 +29,8 @@ MIRRORED: dict[str, tuple[str, pa.Schema]] = {
     "feedback": ("feedback", FEEDBACK),
     "stage_daily": ("stage_daily", STAGE_DAILY),
     "off_map": ("off_map", OFF_MAP_COUNTS),
-    "runs": ("manifest", MANIFEST),
+    "run_files": ("manifest", MANIFEST),
+    "run_checks": ("checks", CHECKS),
 }
 """warehouse table -> (lake table, lake schema)."""
 

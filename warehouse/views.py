@@ -7,6 +7,23 @@ from __future__ import annotations
 import duckdb
 
 VIEWS: dict[str, str] = {
+    "runs": """
+        -- one row per published run: its row accounting and its quality gate's outcome
+        WITH files AS (
+            SELECT run_id, any_value(as_of_date) AS as_of_date, count(*) AS files, sum(records) AS records,
+                   sum(events) AS events, sum(bad_rows) AS bad_rows, sum(duplicates) AS duplicates,
+                   bool_and(balanced) AS balanced
+            FROM run_files GROUP BY run_id),
+        checks AS (
+            SELECT run_id, count(*) AS expectations,
+                   count(*) FILTER (NOT success AND severity = 'warning') AS warnings,
+                   string_agg(CASE WHEN NOT success AND severity = 'warning'
+                                   THEN suite || ' ' || columns || ': ' || observed END, '; ') AS warning_details
+            FROM run_checks GROUP BY run_id)
+        SELECT f.*, coalesce(c.expectations, 0) AS expectations, coalesce(c.warnings, 0) AS warnings,
+               c.warning_details
+        FROM files f LEFT JOIN checks c USING (run_id)
+        ORDER BY f.as_of_date, f.run_id""",
     "funnel": """
         -- per journey / stage / as-of day: customers who entered that day, who ever reached
         -- the stage, who reached the next required stage, and the drop-off between them
