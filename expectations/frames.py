@@ -108,12 +108,14 @@ def _events_frame(con, context: RunContext) -> pd.DataFrame:
     """The run's events for the canonical checks. Ids are checked through a 63-bit hash
     (pandas needs ~3 s to find duplicates among 5M strings, ~0.1 s among integers): equal ids
     always collide, so no duplicate is missed; the ids behind a failure are in the details.
+    `dated_ts` is the time of events from dated files (whole-log files have no window).
     `typed_as` is "source:event_type" for
     sources with a closed vocabulary and "source:*" for the others, so one set check covers
     every source; low-cardinality text is categorical (set checks on 5M rows stay cheap)."""
     closed = sorted(context.event_types)
     table = con.sql("""
-        SELECT event_id IS NULL AS event_id_missing, (hash(event_id) >> 1)::BIGINT AS event_id_hash, ts, channel,
+        SELECT event_id IS NULL AS event_id_missing, (hash(event_id) >> 1)::BIGINT AS event_id_hash, ts,
+               CASE WHEN source_date IS NOT NULL THEN ts END AS dated_ts, channel,
                source || ':' || CASE WHEN list_contains($closed, source) THEN event_type ELSE '*' END AS typed_as
         FROM events""", params={"closed": closed}).to_arrow_table()
     for name in ("channel", "typed_as"):

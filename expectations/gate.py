@@ -59,7 +59,7 @@ def run_gate(context: RunContext, validation_dir: str | Path, limits: GateLimits
     frames = load(context, limits)
     gx_context = _project(Path(validation_dir))
     source = gx_context.data_sources.add_or_update_pandas(DATASOURCE)
-    rows = []
+    rows, results = [], []
     for suite_name, (frame_name, expectations) in suites(context, limits).items():
         asset = next((a for a in source.assets if a.name == frame_name), None) or source.add_dataframe_asset(frame_name)
         batch = next((b for b in asset.batch_definitions if b.name == "whole"), None) or \
@@ -72,11 +72,12 @@ def run_gate(context: RunContext, validation_dir: str | Path, limits: GateLimits
             result_format={"result_format": "BASIC", "partial_unexpected_count": limits.sample_rows}))
         outcome = checkpoint.run(batch_parameters={"dataframe": frames.frames[frame_name]},
                                  run_id=RunIdentifier(run_name=context.run_id))
+        results += list(outcome.run_results)
         for validation in outcome.run_results.values():
             summary = drift_summary(frame_name, frames.details.get(frame_name), limits)
             rows += [_check_row(context, suite_name, r, frames.details.get(frame_name), summary)
                      for r in validation.results]
-    gx_context.build_data_docs()
+    gx_context.build_data_docs(resource_identifiers=results)  # this run's pages (+ the index), not every night's
     checks = pa.Table.from_pylist(rows, schema=CHECKS)
     docs = Path(validation_dir) / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
     seconds = time.perf_counter() - began

@@ -20,8 +20,8 @@ def suites(context: RunContext, limits: GateLimits) -> dict[str, tuple[str, list
         E.ExpectColumnValuesToNotBeNull(column="ts", severity=CRITICAL),
         E.ExpectColumnValuesToBeUnique(column="event_id_hash", severity=CRITICAL),
         E.ExpectColumnValuesToBeInSet(column="channel", value_set=list(context.channels), severity=CRITICAL),
-        E.ExpectColumnValuesToBeBetween(column="ts", min_value=pd.Timestamp(start), max_value=pd.Timestamp(end),
-                                        severity=CRITICAL),
+        E.ExpectColumnValuesToBeBetween(column="dated_ts", min_value=pd.Timestamp(start),
+                                        max_value=pd.Timestamp(end), severity=CRITICAL),
     ]
     events.append(E.ExpectColumnValuesToBeInSet(column="typed_as", value_set=list(context.typed_as),
                                                 severity=CRITICAL))

@@ -97,7 +97,7 @@ CRITICAL_CASES = {
                         "canonical_events", "expect_column_values_to_be_in_set", "channel"),
     "timestamp outside the window": ("events", lambda t: set_column(
         t, "ts", pc.add(t["ts"], pa.scalar(timedelta(days=40)))),
-        "canonical_events", "expect_column_values_to_be_between", "ts"),
+        "canonical_events", "expect_column_values_to_be_between", "dated_ts"),
     "unknown event type of a closed vocabulary": ("events", lambda t: set_column(
         t, "event_type", pc.if_else(pc.equal(t["source"], "email"), "teleport", t["event_type"])),
         "canonical_events", "expect_column_values_to_be_in_set", "typed_as"),
@@ -238,3 +238,26 @@ def test_channel_volume_collapse_warning_names_the_channel(staged, tmp_path):
     details = json.loads(warning["details"])
     assert details["chat"]["events"] == 0 and details["chat"]["trailing_median"] > 0
     assert "chat: 0 events <" in warning["observed"]
+
+
+def test_warnings_are_published_with_the_run_and_shown_by_the_report(sample, tmp_path):
+    from warehouse.report import render_html, render_text
+    from warehouse.report_data import load_report_data
+
+    data, lake_dir = sample
+    own_lake = tmp_path / "lake"
+    shutil.copytree(lake_dir, own_lake)
+    warehouse = tmp_path / "w.duckdb"
+    night = gated_run(config_for(data, own_lake), tmp_path / "validation", warehouse,
+                      GateLimits(off_map_share=0.001), progress=QUIET)
+    observed = warnings_of(night.gate)["drift_off_map"]["observed"]
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        assert con.execute("SELECT warnings, warning_details FROM runs").fetchall() == [
+            (1, f"drift_off_map off_map_share: {observed}")]
+    finally:
+        con.close()
+    report = load_report_data(warehouse, "subscription", LAST)
+    assert report.quality_warnings == (("drift_off_map", observed),)
+    assert f"data quality warning: drift_off_map: {observed}" in render_text(report)
+    assert "match no touchpoint" in render_html(report)

@@ -86,3 +86,23 @@ def test_stalled_and_status_counts_match_plain_sql(helpdesk_run, helpdesk_csv):
 def test_every_helpdesk_record_is_accounted_for(helpdesk_run):
     _, _, report = helpdesk_run
     assert (report.records, report.events, report.bad_rows, report.duplicates) == (21_348, 21_348, 0, 0)
+
+
+def test_the_command_runs_gates_and_publishes_the_real_log(helpdesk_csv, tmp_path, capsys):
+    """`journeys run` end to end on the real log (whole-log file: no time window applies), with
+    every output outside the read-only shared folder."""
+    from flows.cli import main
+
+    warehouse = tmp_path / "w.duckdb"
+    assert main(["run", "--date", AS_OF.isoformat(), "--data", str(helpdesk_csv.parents[1]), "--journey", "helpdesk",
+                 "--lake", str(tmp_path / "lake"), "--warehouse", str(warehouse),
+                 "--validation-dir", str(tmp_path / "validation"), "--buckets", "4"]) == 0
+    assert "quality gate:" in capsys.readouterr().out
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        assert con.execute("SELECT records, events, balanced FROM runs").fetchall() == [(21_348, 21_348, True)]
+        assert con.execute("SELECT count(*) FROM run_checks WHERE NOT success AND severity = 'critical'"
+                           ).fetchall() == [(0,)]
+    finally:
+        con.close()
+    assert (tmp_path / "validation" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").is_file()
