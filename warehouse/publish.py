@@ -31,6 +31,11 @@ from warehouse.views import create_views
 WORK_SUFFIX = ".publishing-"
 
 
+class WarehouseBusy(TimeoutError):
+    """Another publisher held the warehouse for longer than the lock timeout (transient:
+    retrying later is the right answer)."""
+
+
 class NothingToPublish(ValueError):
     """A requested day has no partition at all in the lake (no run committed it)."""
 
@@ -44,7 +49,7 @@ class PublishReport:
 
 
 def publish(lake_root: str, warehouse: str | Path, days: Sequence[date], journeys: Sequence[JourneyMap] = (),
-            progress: Callable[[str], None] = print) -> PublishReport:
+            progress: Callable[[str], None] = print, lock_timeout: float = 600.0) -> PublishReport:
     """Make the warehouse's partitions of `days` equal the lake's, and record the intended
     maps of `journeys`; all or nothing."""
     began = time.perf_counter()
@@ -56,7 +61,7 @@ def publish(lake_root: str, warehouse: str | Path, days: Sequence[date], journey
                                "those days first")
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = dict.fromkeys(MIRRORED, 0)
-    with _exclusive(path):
+    with _exclusive(path, lock_timeout):
         for stale in path.parent.glob(path.name + WORK_SUFFIX + "*"):
             stale.unlink()  # left by a publisher that was killed: never visible to readers
         work = path.with_name(f"{path.name}{WORK_SUFFIX}{os.getpid()}")
@@ -139,11 +144,20 @@ def _replace_maps(con: duckdb.DuckDBPyConnection, journeys: Sequence[JourneyMap]
 
 
 @contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
+def _exclusive(path: Path, timeout: float) -> Iterator[None]:
     """One publisher per warehouse file at a time (a lock file beside it; released by the
-    kernel if the publisher dies)."""
+    kernel if the publisher dies). Waits up to `timeout` seconds, then WarehouseBusy."""
     with open(path.with_name(path.name + ".lock"), "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise WarehouseBusy(f"{path} is being published by another process "
+                                        f"(waited {timeout:g} s)") from None
+                time.sleep(0.1)
         try:
             yield
         finally:

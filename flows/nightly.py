@@ -1,0 +1,101 @@
+"""Prefect flows: `nightly(run_date)` — pipeline with its quality gate, then publish — and
+`backfill(start, end)`, the same per-day logic in date order.
+
+Retries where a failure can pass (reading raw files from remote storage, a warehouse held
+by another publisher); none where it cannot (the input is broken: RunFailed, GateFailed,
+a bad journey or source definition), which fail at once with the reason as their state."""
+from __future__ import annotations
+
+import os
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline machines: no telemetry attempts
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+from prefect import flow, task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect.runtime import task_run  # noqa: E402
+
+from expectations.run_context import GateLimits  # noqa: E402
+from flows.gated_run import gated_run  # noqa: E402
+from journey_defs.config_yaml import ConfigError  # noqa: E402
+from journey_defs.loader import load_journey, resolve_journey  # noqa: E402
+from journey_defs.source_spec import available_sources  # noqa: E402
+from pipelines.journey_pipeline import RunConfig, RunFailed  # noqa: E402
+from warehouse.publish import NothingToPublish, publish  # noqa: E402
+
+RETRY_DELAY_SECONDS = 30
+
+
+def _transient(_task, _task_run, state) -> bool:
+    """Retry unless the failure is about the data or the configuration."""
+    error = state.result(raise_on_failure=False)
+    gate = sys.modules.get("expectations.gate")
+    permanent = (RunFailed, ConfigError, NothingToPublish, ValueError) + ((gate.GateFailed,) if gate else ())
+    return not isinstance(error, permanent)
+
+
+@task(name="pipeline-and-gate", retries=2, retry_delay_seconds=RETRY_DELAY_SECONDS, retry_condition_fn=_transient,
+      cache_policy=NO_CACHE)
+def run_pipeline(config: RunConfig, validation_dir: str | None, limits: GateLimits) -> dict:
+    night = gated_run(config, validation_dir, None, limits)
+    return {"run_id": night.run.run_id, "records": night.run.records, "events": night.run.events,
+            "bad_rows": night.run.bad_rows, "seconds": round(night.run.seconds, 1),
+            "warnings": [f"{w['suite']}: {w['observed']}" for w in (night.gate.warnings if night.gate else [])],
+            "attempts": task_run.run_count}
+
+
+@task(name="publish", retries=3, retry_delay_seconds=RETRY_DELAY_SECONDS, retry_condition_fn=_transient,
+      cache_policy=NO_CACHE)
+def publish_day(config: RunConfig, warehouse: str, lock_timeout: float) -> dict:
+    report = publish(config.lake, warehouse, sorted({*config.days, config.as_of}), config.journeys,
+                     progress=lambda message: message.startswith("published") and print(message),
+                     lock_timeout=lock_timeout)
+    return {"rows": report.rows, "seconds": round(report.seconds, 2), "attempts": task_run.run_count}
+
+
+def _config(run_date: date, data_dir: str, journeys: list[str], lake: str | None, sources_dirs: list[str],
+            n_buckets: int, bad_row_threshold: float) -> RunConfig:
+    known = available_sources([Path(d) for d in sources_dirs])
+    maps = tuple(load_journey(resolve_journey(name), known_sources=known) for name in journeys)
+    return RunConfig(data_dir=data_dir, lake=lake or data_dir.rstrip("/") + "/lake", journeys=maps, as_of=run_date,
+                     ingest_days=(run_date,), sources_dirs=tuple(sources_dirs), n_buckets=n_buckets,
+                     bad_row_threshold=bad_row_threshold)
+
+
+def _night(run_date: date, data_dir: str, journeys: list[str], lake: str | None, warehouse: str | None,
+           validation_dir: str | None, sources_dirs: list[str], n_buckets: int, bad_row_threshold: float,
+           off_map_threshold: float, lock_timeout: float, retry_delay_seconds: float) -> dict:
+    config = _config(run_date, data_dir, journeys, lake, sources_dirs, n_buckets, bad_row_threshold)
+    limits = GateLimits(bad_row_threshold=bad_row_threshold, off_map_share=off_map_threshold)
+    ran = run_pipeline.with_options(retry_delay_seconds=retry_delay_seconds)(
+        config, validation_dir or str(Path(data_dir) / "validation"), limits)
+    published = publish_day.with_options(retry_delay_seconds=retry_delay_seconds)(
+        config, warehouse or str(Path(data_dir) / "warehouse.duckdb"), lock_timeout)
+    return {"date": run_date.isoformat(), "run": ran, "publish": published}
+
+
+@flow(name="journeys-nightly", log_prints=True)
+def nightly(run_date: date, data_dir: str, journeys: list[str], lake: str | None = None, warehouse: str | None = None,
+            validation_dir: str | None = None, sources_dirs: list[str] | None = None, n_buckets: int = 16,
+            bad_row_threshold: float = 0.05, off_map_threshold: float = 0.10, lock_timeout: float = 600.0,
+            retry_delay_seconds: float = RETRY_DELAY_SECONDS) -> dict:
+    """One night: ingest run_date's raw files, rebuild journeys, gate, publish."""
+    return _night(run_date, data_dir, journeys, lake, warehouse, validation_dir, sources_dirs or [], n_buckets,
+                  bad_row_threshold, off_map_threshold, lock_timeout, retry_delay_seconds)
+
+
+@flow(name="journeys-backfill", log_prints=True)
+def backfill(start: date, end: date, data_dir: str, journeys: list[str], lake: str | None = None,
+             warehouse: str | None = None, validation_dir: str | None = None, sources_dirs: list[str] | None = None,
+             n_buckets: int = 16, bad_row_threshold: float = 0.05, off_map_threshold: float = 0.10,
+             lock_timeout: float = 600.0, retry_delay_seconds: float = RETRY_DELAY_SECONDS) -> list[dict]:
+    """The nightly logic for every day from start to end, in date order; stops at the first
+    day that fails (later days would build on a gap)."""
+    if start > end:
+        raise ValueError(f"backfill start {start} is after its end {end}")
+    return [_night(start + timedelta(days=i), data_dir, journeys, lake, warehouse, validation_dir, sources_dirs or [],
+                   n_buckets, bad_row_threshold, off_map_threshold, lock_timeout, retry_delay_seconds)
+            for i in range((end - start).days + 1)]
