@@ -119,6 +119,13 @@ def _parser() -> argparse.ArgumentParser:
         night.add_argument("--off-map-threshold", type=float, default=0.10)
         night.set_defaults(run=_flow)
 
+    alerts = commands.add_parser("alerts", help="list rising drop-off alerts from the warehouse")
+    where = alerts.add_mutually_exclusive_group(required=True)
+    where.add_argument("--warehouse", help="DuckDB file")
+    where.add_argument("--data", help="data directory whose DATA/warehouse.duckdb to read")
+    alerts.add_argument("--all", action="store_true", help="resolved ones too (default: open and escalated)")
+    alerts.set_defaults(run=_alerts)
+
     rep = commands.add_parser("report", help="terminal summary and a self-contained HTML report of a journey")
     rep.add_argument("--journey", required=True, help="journey id")
     rep.add_argument("--date", required=True, type=date.fromisoformat, help="as-of date (YYYY-MM-DD)")
@@ -249,6 +256,18 @@ def _flow(args) -> int:
               f"published in {night['publish']['seconds']} s; {len(run['warnings'])} warning(s)")
         for warning in run["warnings"]:
             print(f"  warning {warning}")
+    return 0
+
+
+def _alerts(args) -> int:
+    from warehouse.query import query, text_table
+
+    where = "" if args.all else "WHERE status <> 'resolved'"
+    table = query(args.warehouse or default_warehouse(args.data),
+                  "SELECT status, journey_id, stage, dimension, dimension_value, opened_date, updated_date, "
+                  f"resolved_date, message FROM alerts {where} ORDER BY opened_date, journey_id, stage, dimension, "
+                  "dimension_value")
+    print(text_table(table, max_width=200), end="")
     return 0
 
 

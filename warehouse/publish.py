@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from journey_defs.model import JourneyMap
 from transforms import lake
+from warehouse.alerting import replay_alerts
 from warehouse.tables import ALL_TABLES, JOURNEY_MAPS, MIRRORED, PARTITION_COLUMN, warehouse_schema
 from warehouse.views import create_views
 
@@ -82,6 +83,7 @@ def publish(lake_root: str, warehouse: str | Path, days: Sequence[date], journey
                 if journeys:
                     _replace_maps(con, journeys)
                 create_views(con)
+                _replace_alerts(con)
                 con.execute("COMMIT")
                 con.execute("CHECKPOINT")
             finally:
@@ -108,6 +110,11 @@ def _create_tables(con: duckdb.DuckDBPyConnection) -> None:
     for table in ALL_TABLES:
         con.register("_empty", warehouse_schema(table).empty_table())
         con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM _empty")
+        have = {c for c, in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ?",
+                                        [table]).fetchall()}
+        for name, kind, *_ in con.execute("DESCRIBE SELECT * FROM _empty").fetchall():
+            if name not in have:  # a warehouse published by an older version: add the new column
+                con.execute(f'ALTER TABLE {table} ADD COLUMN "{name}" {kind}')
         con.unregister("_empty")
 
 
@@ -132,10 +139,21 @@ def _replace_partition(con: duckdb.DuckDBPyConnection, table: str, day: date, la
     return part.num_rows
 
 
+def _replace_alerts(con: duckdb.DuckDBPyConnection) -> None:
+    """Alerts replayed from every published night (see warehouse.alerting)."""
+    con.register("_alerts", replay_alerts(con))
+    con.execute("DELETE FROM alerts")
+    con.execute("INSERT INTO alerts BY NAME SELECT * FROM _alerts")
+    con.unregister("_alerts")
+
+
 def _replace_maps(con: duckdb.DuckDBPyConnection, journeys: Sequence[JourneyMap]) -> None:
     rows = [{"journey_id": j.id, "journey_version": j.version, "stage_index": i, "stage": s.id, "stage_name": s.name,
              "optional": s.optional,
-             "max_time_in_stage_s": s.max_time_in_stage.total_seconds() if s.max_time_in_stage else None}
+             "max_time_in_stage_s": s.max_time_in_stage.total_seconds() if s.max_time_in_stage else None,
+             "alert_recent_days": j.alerts.recent_window.days, "alert_baseline_days": j.alerts.baseline_window.days,
+             "alert_min_relative_rise": j.alerts.min_relative_rise, "alert_significance": j.alerts.significance,
+             "alert_min_sample": j.alerts.min_sample}
             for j in journeys for i, s in enumerate(j.stages)]
     con.register("_maps", pa.Table.from_pylist(rows, schema=JOURNEY_MAPS))
     con.execute("DELETE FROM journey_maps WHERE journey_id IN (SELECT DISTINCT journey_id FROM _maps)")

@@ -48,6 +48,9 @@ JOURNEY_MAPS = pa.schema([
     ("journey_id", pa.string()), ("journey_version", pa.string()), ("stage_index", pa.int32()),
     ("stage", pa.string()), ("stage_name", pa.string()), ("optional", pa.bool_()),
     ("max_time_in_stage_s", pa.float64()),
+    # the journey's alert policy (the same on every stage row)
+    ("alert_recent_days", pa.int32()), ("alert_baseline_days", pa.int32()), ("alert_min_relative_rise", pa.float64()),
+    ("alert_significance", pa.float64()), ("alert_min_sample", pa.int64()),
 ])
 """The intended maps: one row per stage, in map order (what funnel and journey_paths compare with)."""
 
