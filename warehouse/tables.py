@@ -4,7 +4,7 @@ Every table mirrors one lake table plus `partition_date`, the lake partition its
 from: the ingest day for `events` and `bad_rows` (the day of the raw file), the run's as-of
 day for everything derived. Publishing a day replaces exactly the rows of that
 `partition_date`, which is what makes publishing idempotent and a range equal to its days.
-`alerts` is filled by alerting, `journey_maps` by publish from the journey definitions."""
+`alerts` is replayed by warehouse.alerting, `journey_maps` comes from the journey definitions."""
 from __future__ import annotations
 
 import pyarrow as pa
@@ -42,7 +42,7 @@ ALERTS = pa.schema([
     ("baseline_drop_rate", pa.float64()), ("recent_drop_rate", pa.float64()),
     ("relative_rise", pa.float64()), ("p_value", pa.float64()), ("message", pa.string()),
 ])
-"""Rising drop-off alerts (empty until alerting is built)."""
+"""Rising drop-off alerts, replayed from the published history at every publish (warehouse.alerting)."""
 
 JOURNEY_MAPS = pa.schema([
     ("journey_id", pa.string()), ("journey_version", pa.string()), ("stage_index", pa.int32()),
