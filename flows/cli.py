@@ -117,6 +117,8 @@ def _parser() -> argparse.ArgumentParser:
         night.add_argument("--buckets", type=int, default=16)
         night.add_argument("--bad-row-threshold", type=float, default=0.05)
         night.add_argument("--off-map-threshold", type=float, default=0.10)
+        night.add_argument("--notify", action="append", default=[],
+                           help="Apprise URL for alert notifications (repeatable; also $JOURNEYS_NOTIFY)")
         night.set_defaults(run=_flow)
 
     alerts = commands.add_parser("alerts", help="list rising drop-off alerts from the warehouse")
@@ -243,7 +245,8 @@ def _flow(args) -> int:
 
     options = dict(data_dir=args.data, journeys=args.journey, lake=args.lake, warehouse=args.warehouse,
                    validation_dir=args.validation_dir, sources_dirs=args.sources_dir, n_buckets=args.buckets,
-                   bad_row_threshold=args.bad_row_threshold, off_map_threshold=args.off_map_threshold)
+                   bad_row_threshold=args.bad_row_threshold, off_map_threshold=args.off_map_threshold,
+                   notify=args.notify)
     state = (nightly(args.date, return_state=True, **options) if args.command == "nightly"
              else backfill(args.start, args.end, return_state=True, **options))
     if not state.is_completed():
@@ -253,7 +256,8 @@ def _flow(args) -> int:
     for night in nights if isinstance(nights, list) else [nights]:
         run = night["run"]
         print(f"{night['date']}: {run['records']:,} records → {run['events']:,} events, {run['bad_rows']:,} bad rows; "
-              f"published in {night['publish']['seconds']} s; {len(run['warnings'])} warning(s)")
+              f"published in {night['publish']['seconds']} s; {len(run['warnings'])} warning(s); "
+              f"{night['alerts']['open']} open alert(s), {night['alerts']['changes']} changed tonight")
         for warning in run["warnings"]:
             print(f"  warning {warning}")
     return 0

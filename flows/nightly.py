@@ -20,6 +20,7 @@ from prefect.runtime import task_run  # noqa: E402
 
 from expectations.run_context import GateLimits  # noqa: E402
 from flows.gated_run import gated_run  # noqa: E402
+from flows.notify import night_changes, notify_urls, send  # noqa: E402
 from journey_defs.config_yaml import ConfigError  # noqa: E402
 from journey_defs.loader import load_journey, resolve_journey  # noqa: E402
 from journey_defs.source_spec import available_sources  # noqa: E402
@@ -30,7 +31,8 @@ RETRY_DELAY_SECONDS = 30
 
 
 def _transient(_task, _task_run, state) -> bool:
-    """Retry unless the failure is about the data or the configuration."""
+    """Retry unless the failure is about the data or the configuration (NotifyFailed and a
+    busy warehouse are worth another try)."""
     error = state.result(raise_on_failure=False)
     gate = sys.modules.get("expectations.gate")
     permanent = (RunFailed, ConfigError, NothingToPublish, ValueError) + ((gate.GateFailed,) if gate else ())
@@ -45,6 +47,24 @@ def run_pipeline(config: RunConfig, validation_dir: str | None, limits: GateLimi
             "bad_rows": night.run.bad_rows, "seconds": round(night.run.seconds, 1),
             "warnings": [f"{w['suite']}: {w['observed']}" for w in (night.gate.warnings if night.gate else [])],
             "attempts": task_run.run_count}
+
+
+@task(name="notify", retries=3, retry_delay_seconds=RETRY_DELAY_SECONDS, retry_condition_fn=_transient,
+      cache_policy=NO_CACHE)
+def notify_alerts(warehouse: str, night: date, urls: list[str]) -> dict:
+    """Send the alerts that opened, escalated or resolved tonight to every Apprise URL."""
+    import duckdb
+
+    con = duckdb.connect(warehouse, read_only=True)
+    try:
+        result = con.execute("SELECT * FROM alerts")
+        names = [d[0] for d in result.description]
+        alerts = [dict(zip(names, row)) for row in result.fetchall()]
+    finally:
+        con.close()
+    changes = night_changes(alerts, night)
+    return {"changes": len(changes), "sent_to": send(changes, night, urls),
+            "open": sum(a["status"] != "resolved" for a in alerts)}
 
 
 @task(name="publish", retries=3, retry_delay_seconds=RETRY_DELAY_SECONDS, retry_condition_fn=_transient,
@@ -67,35 +87,39 @@ def _config(run_date: date, data_dir: str, journeys: list[str], lake: str | None
 
 def _night(run_date: date, data_dir: str, journeys: list[str], lake: str | None, warehouse: str | None,
            validation_dir: str | None, sources_dirs: list[str], n_buckets: int, bad_row_threshold: float,
-           off_map_threshold: float, lock_timeout: float, retry_delay_seconds: float) -> dict:
+           off_map_threshold: float, lock_timeout: float, retry_delay_seconds: float, notify: list[str] | None) -> dict:
     config = _config(run_date, data_dir, journeys, lake, sources_dirs, n_buckets, bad_row_threshold)
     limits = GateLimits(bad_row_threshold=bad_row_threshold, off_map_share=off_map_threshold)
     ran = run_pipeline.with_options(retry_delay_seconds=retry_delay_seconds)(
         config, validation_dir or str(Path(data_dir) / "validation"), limits)
-    published = publish_day.with_options(retry_delay_seconds=retry_delay_seconds)(
-        config, warehouse or str(Path(data_dir) / "warehouse.duckdb"), lock_timeout)
-    return {"date": run_date.isoformat(), "run": ran, "publish": published}
+    warehouse = warehouse or str(Path(data_dir) / "warehouse.duckdb")
+    published = publish_day.with_options(retry_delay_seconds=retry_delay_seconds)(config, warehouse, lock_timeout)
+    alerts = notify_alerts.with_options(retry_delay_seconds=retry_delay_seconds)(warehouse, run_date,
+                                                                                 notify_urls(notify))
+    return {"date": run_date.isoformat(), "run": ran, "publish": published, "alerts": alerts}
 
 
 @flow(name="journeys-nightly", log_prints=True)
 def nightly(run_date: date, data_dir: str, journeys: list[str], lake: str | None = None, warehouse: str | None = None,
             validation_dir: str | None = None, sources_dirs: list[str] | None = None, n_buckets: int = 16,
             bad_row_threshold: float = 0.05, off_map_threshold: float = 0.10, lock_timeout: float = 600.0,
-            retry_delay_seconds: float = RETRY_DELAY_SECONDS) -> dict:
-    """One night: ingest run_date's raw files, rebuild journeys, gate, publish."""
+            retry_delay_seconds: float = RETRY_DELAY_SECONDS, notify: list[str] | None = None) -> dict:
+    """One night: ingest run_date's raw files, rebuild journeys, gate, publish (alerts are
+    replayed there), notify the alerts that changed."""
     return _night(run_date, data_dir, journeys, lake, warehouse, validation_dir, sources_dirs or [], n_buckets,
-                  bad_row_threshold, off_map_threshold, lock_timeout, retry_delay_seconds)
+                  bad_row_threshold, off_map_threshold, lock_timeout, retry_delay_seconds, notify)
 
 
 @flow(name="journeys-backfill", log_prints=True)
 def backfill(start: date, end: date, data_dir: str, journeys: list[str], lake: str | None = None,
              warehouse: str | None = None, validation_dir: str | None = None, sources_dirs: list[str] | None = None,
              n_buckets: int = 16, bad_row_threshold: float = 0.05, off_map_threshold: float = 0.10,
-             lock_timeout: float = 600.0, retry_delay_seconds: float = RETRY_DELAY_SECONDS) -> list[dict]:
+             lock_timeout: float = 600.0, retry_delay_seconds: float = RETRY_DELAY_SECONDS,
+             notify: list[str] | None = None) -> list[dict]:
     """The nightly logic for every day from start to end, in date order; stops at the first
     day that fails (later days would build on a gap)."""
     if start > end:
         raise ValueError(f"backfill start {start} is after its end {end}")
     return [_night(start + timedelta(days=i), data_dir, journeys, lake, warehouse, validation_dir, sources_dirs or [],
-                   n_buckets, bad_row_threshold, off_map_threshold, lock_timeout, retry_delay_seconds)
+                   n_buckets, bad_row_threshold, off_map_threshold, lock_timeout, retry_delay_seconds, notify)
             for i in range((end - start).days + 1)]

@@ -125,7 +125,7 @@ def replay_alerts(con: duckdb.DuckDBPyConnection) -> pa.Table:
                     rows.append(alert)
                 else:
                     if alert["status"] == "open" and result.relative_rise >= ESCALATE_AT * alert["_opened_rise"]:
-                        alert["status"] = "escalated"
+                        alert["status"], alert["escalated_date"] = "escalated", night
                     _update(alert, night, result)
             elif alert is not None:
                 _update(alert, night, result)
@@ -140,7 +140,7 @@ def _opened(key: tuple, night: date, result: Comparison) -> dict:
     journey_id, stage, dimension, value = key
     alert = {"alert_id": f"{journey_id}:{stage}:{dimension}:{value}:{night.isoformat()}", "journey_id": journey_id,
              "stage": stage, "dimension": dimension, "dimension_value": value, "opened_date": night,
-             "resolved_date": None, "status": "open", "_opened_rise": result.relative_rise}
+             "escalated_date": None, "resolved_date": None, "status": "open", "_opened_rise": result.relative_rise}
     _update(alert, night, result)
     return alert
 

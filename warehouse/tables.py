@@ -37,7 +37,8 @@ MIRRORED: dict[str, tuple[str, pa.Schema]] = {
 ALERTS = pa.schema([
     ("alert_id", pa.string()), ("journey_id", pa.string()), ("stage", pa.string()),
     ("dimension", pa.string()), ("dimension_value", pa.string()),  # "*" = the whole stage
-    ("opened_date", pa.date32()), ("updated_date", pa.date32()), ("resolved_date", pa.date32()),
+    ("opened_date", pa.date32()), ("updated_date", pa.date32()), ("escalated_date", pa.date32()),
+    ("resolved_date", pa.date32()),
     ("status", pa.string()),  # open | escalated | resolved
     ("baseline_drop_rate", pa.float64()), ("recent_drop_rate", pa.float64()),
     ("relative_rise", pa.float64()), ("p_value", pa.float64()), ("message", pa.string()),
