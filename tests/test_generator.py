@@ -6,7 +6,7 @@ import hashlib
 import subprocess
 import sys
 from collections import Counter
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb

@@ -2,11 +2,9 @@
 bad row, with per-file counts that match reading the files directly."""
 from __future__ import annotations
 
-from collections import Counter
 from datetime import date, timedelta
 
 import apache_beam as beam
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -17,7 +15,7 @@ from journey_defs.loader import BUILTIN_JOURNEYS, load_journey
 from journey_defs.model import JourneyMap, Predicate, Stage, Touchpoint
 from journey_defs.source_spec import load_sources
 from transforms.match import match_touchpoints, off_map_counts, with_matches
-from tests.helpers import EVENT_SOURCES, canonical_events, read_sample
+from tests.helpers import canonical_events, read_sample
 from transforms.parse import parse_files, source_files
 
 

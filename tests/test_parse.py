@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import gc
 import hashlib
-import io
 import json
 from collections import Counter
 from dataclasses import replace

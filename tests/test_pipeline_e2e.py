@@ -7,7 +7,6 @@ from collections import Counter
 from datetime import date, timedelta
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
