@@ -44,8 +44,12 @@ def gated_run(config: RunConfig, validation_dir: str | Path | None, warehouse: s
         return result.checks
 
     report = run(config, progress, gate if validation_dir is not None else None)
-    published = None
-    if warehouse is not None:
-        published = publish(config.lake, warehouse, sorted({*config.days, config.as_of}), config.journeys,
-                            progress=lambda message: message.startswith("published") and progress(message))
+    published = publish_run(config, warehouse, progress) if warehouse is not None else None
     return NightReport(report, outcome[0] if outcome else None, published)
+
+
+def publish_run(config: RunConfig, warehouse: str | Path, progress=print, lock_timeout: float = 600.0) -> PublishReport:
+    """Publish what a run owns (its ingest days and its as-of day), reporting only the summary line."""
+    return publish(config.lake, warehouse, sorted({*config.days, config.as_of}), config.journeys,
+                   progress=lambda message: message.startswith("published") and progress(message),
+                   lock_timeout=lock_timeout)

@@ -19,13 +19,13 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.runtime import task_run  # noqa: E402
 
 from expectations.run_context import GateLimits  # noqa: E402
-from flows.gated_run import gated_run  # noqa: E402
+from flows.gated_run import gated_run, publish_run  # noqa: E402
 from flows.notify import night_changes, notify_urls, send  # noqa: E402
 from journey_defs.config_yaml import ConfigError  # noqa: E402
 from journey_defs.loader import load_journey, resolve_journey  # noqa: E402
 from journey_defs.source_spec import available_sources  # noqa: E402
 from pipelines.journey_pipeline import RunConfig, RunFailed  # noqa: E402
-from warehouse.publish import NothingToPublish, publish  # noqa: E402
+from warehouse.publish import NothingToPublish  # noqa: E402
 
 RETRY_DELAY_SECONDS = 30
 
@@ -70,9 +70,7 @@ def notify_alerts(warehouse: str, night: date, urls: list[str]) -> dict:
 @task(name="publish", retries=3, retry_delay_seconds=RETRY_DELAY_SECONDS, retry_condition_fn=_transient,
       cache_policy=NO_CACHE)
 def publish_day(config: RunConfig, warehouse: str, lock_timeout: float) -> dict:
-    report = publish(config.lake, warehouse, sorted({*config.days, config.as_of}), config.journeys,
-                     progress=lambda message: message.startswith("published") and print(message),
-                     lock_timeout=lock_timeout)
+    report = publish_run(config, warehouse, lock_timeout=lock_timeout)
     return {"rows": report.rows, "seconds": round(report.seconds, 2), "attempts": task_run.run_count}
 
 
