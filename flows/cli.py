@@ -121,6 +121,19 @@ def _parser() -> argparse.ArgumentParser:
                            help="Apprise URL for alert notifications (repeatable; also $JOURNEYS_NOTIFY)")
         night.set_defaults(run=_flow)
 
+    serve = commands.add_parser("serve", help="serve the nightly flow on a cron schedule (Prefect deployment)")
+    serve.add_argument("--data", required=True, help="raw data directory")
+    serve.add_argument("--journey", action="append", required=True, help="built-in journey name or YAML file")
+    serve.add_argument("--cron", default="0 2 * * *", help="schedule (default 02:00 every day)")
+    serve.add_argument("--timezone", default="UTC", help="time zone of the schedule (default UTC)")
+    serve.add_argument("--name", default="journeys-nightly", help="deployment name")
+    serve.add_argument("--lake")
+    serve.add_argument("--warehouse")
+    serve.add_argument("--validation-dir")
+    serve.add_argument("--buckets", type=int, default=16)
+    serve.add_argument("--notify", action="append", default=[], help="Apprise URL (repeatable; also $JOURNEYS_NOTIFY)")
+    serve.set_defaults(run=_serve)
+
     alerts = commands.add_parser("alerts", help="list rising drop-off alerts from the warehouse")
     where = alerts.add_mutually_exclusive_group(required=True)
     where.add_argument("--warehouse", help="DuckDB file")
@@ -260,6 +273,15 @@ def _flow(args) -> int:
               f"{night['alerts']['open']} open alert(s), {night['alerts']['changes']} changed tonight")
         for warning in run["warnings"]:
             print(f"  warning {warning}")
+    return 0
+
+
+def _serve(args) -> int:
+    from flows.serve import serve_nightly
+
+    serve_nightly({"data_dir": args.data, "journeys": args.journey, "lake": args.lake, "warehouse": args.warehouse,
+                   "validation_dir": args.validation_dir, "n_buckets": args.buckets, "notify": args.notify},
+                  cron=args.cron, timezone=args.timezone, name=args.name)
     return 0
 
 

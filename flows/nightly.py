@@ -3,12 +3,15 @@
 
 Retries where a failure can pass (reading raw files from remote storage, a warehouse held
 by another publisher); none where it cannot (the input is broken: RunFailed, GateFailed,
-a bad journey or source definition), which fail at once with the reason as their state."""
-from __future__ import annotations
+a bad journey or source definition), which fail at once with the reason as their state.
+
+No `from __future__ import annotations` here: Prefect validates deployment parameters
+against these annotations and needs them as real types."""
 
 import os
 import sys
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 from pathlib import Path
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline machines: no telemetry attempts
@@ -97,14 +100,21 @@ def _night(run_date: date, data_dir: str, journeys: list[str], lake: str | None,
     return {"date": run_date.isoformat(), "run": ran, "publish": published, "alerts": alerts}
 
 
+def yesterday(timezone: str) -> date:
+    """The day a 02:00 run processes: the one before today, in the schedule's time zone."""
+    return datetime.now(ZoneInfo(timezone)).date() - timedelta(days=1)
+
+
 @flow(name="journeys-nightly", log_prints=True)
-def nightly(run_date: date, data_dir: str, journeys: list[str], lake: str | None = None, warehouse: str | None = None,
+def nightly(run_date: date | None, data_dir: str, journeys: list[str], lake: str | None = None,
+            warehouse: str | None = None,
             validation_dir: str | None = None, sources_dirs: list[str] | None = None, n_buckets: int = 16,
             bad_row_threshold: float = 0.05, off_map_threshold: float = 0.10, lock_timeout: float = 600.0,
-            retry_delay_seconds: float = RETRY_DELAY_SECONDS, notify: list[str] | None = None) -> dict:
-    """One night: ingest run_date's raw files, rebuild journeys, gate, publish (alerts are
-    replayed there), notify the alerts that changed."""
-    return _night(run_date, data_dir, journeys, lake, warehouse, validation_dir, sources_dirs or [], n_buckets,
+            retry_delay_seconds: float = RETRY_DELAY_SECONDS, notify: list[str] | None = None,
+            timezone: str = "UTC") -> dict:
+    """One night: ingest run_date's raw files (default: yesterday in `timezone`), rebuild
+    journeys, gate, publish (alerts are replayed there), notify the alerts that changed."""
+    return _night(run_date or yesterday(timezone), data_dir, journeys, lake, warehouse, validation_dir, sources_dirs or [], n_buckets,
                   bad_row_threshold, off_map_threshold, lock_timeout, retry_delay_seconds, notify)
 
 
