@@ -3,7 +3,6 @@ Parquet (narrow: only the columns the checks read), plus the derived frames jour
 checks need (stage order per customer, the funnel along required stages, drift figures)."""
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -11,14 +10,13 @@ from datetime import date, timedelta
 import duckdb
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
 
 from expectations.run_context import GateLimits, RunContext
 from journey_defs.canonical import CANONICAL_SCHEMA
 from journey_defs.outputs import JOURNEY_STAGES, JOURNEYS, OFF_MAP_COUNTS, SESSIONS, STAGE_DAILY
 from transforms import lake
 from transforms.manifest import MANIFEST
+from transforms.sql_session import insert_parquet
 
 UNRESOLVED_PREFIXES = ("anonymous_id:", "email:", "phone:")
 
@@ -80,24 +78,10 @@ def load(context: RunContext, limits: GateLimits) -> Frames:
 
 def _scan(con, name: str, root: str, table: str, days, schema: pa.Schema, columns: list[str]) -> None:
     """Create table `name` with `columns` of the lake partitions of `days` (empty if none)."""
-    files = [f for d in sorted(set(days)) for f in lake.partition_files(root, table, d)]
-    empty = pa.schema([schema.field(c) for c in columns]).empty_table()
-    con.register("_empty", empty)
+    con.register("_empty", pa.schema([schema.field(c) for c in columns]).empty_table())
     con.execute(f"CREATE TABLE {name} AS SELECT * FROM _empty")
     con.unregister("_empty")
-    if not files:
-        return
-    select = ", ".join(f'"{c}"' for c in columns)
-    if "://" not in root:
-        con.execute(f"INSERT INTO {name} SELECT {select} FROM read_parquet($files, union_by_name = true, "
-                    "hive_partitioning = false)",
-                    {"files": files})
-        return
-    for path in files:
-        with FileSystems.open(path) as stream:
-            con.register("_part", pq.read_table(io.BytesIO(stream.read()), columns=columns))
-        con.execute(f"INSERT INTO {name} SELECT {select} FROM _part")
-        con.unregister("_part")
+    insert_parquet(con, name, [f for d in sorted(set(days)) for f in lake.partition_files(root, table, d)], columns)
 
 
 def _df(con, sql: str, params=None) -> pd.DataFrame:

@@ -39,6 +39,13 @@ def _local(data_dir: str, name: str) -> str:
     return str(Path(data_dir) / name)
 
 
+def _warehouse_location(command: argparse.ArgumentParser) -> None:
+    """--warehouse FILE or --data DIR (its DATA/warehouse.duckdb), one of them required."""
+    where = command.add_mutually_exclusive_group(required=True)
+    where.add_argument("--warehouse", help="DuckDB file")
+    where.add_argument("--data", help="data directory whose DATA/warehouse.duckdb to read")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="journeys", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -93,9 +100,7 @@ def _parser() -> argparse.ArgumentParser:
 
     ask = commands.add_parser("query", help="run read-only SQL on the warehouse")
     ask.add_argument("sql")
-    where = ask.add_mutually_exclusive_group(required=True)
-    where.add_argument("--warehouse", help="DuckDB file")
-    where.add_argument("--data", help="data directory whose DATA/warehouse.duckdb to read")
+    _warehouse_location(ask)
     ask.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table")
     ask.add_argument("--out", type=Path, help="write the result to this file (required for parquet)")
     ask.set_defaults(run=_query)
@@ -135,18 +140,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
 
     alerts = commands.add_parser("alerts", help="list rising drop-off alerts from the warehouse")
-    where = alerts.add_mutually_exclusive_group(required=True)
-    where.add_argument("--warehouse", help="DuckDB file")
-    where.add_argument("--data", help="data directory whose DATA/warehouse.duckdb to read")
+    _warehouse_location(alerts)
     alerts.add_argument("--all", action="store_true", help="resolved ones too (default: open and escalated)")
     alerts.set_defaults(run=_alerts)
 
     rep = commands.add_parser("report", help="terminal summary and a self-contained HTML report of a journey")
     rep.add_argument("--journey", required=True, help="journey id")
     rep.add_argument("--date", required=True, type=date.fromisoformat, help="as-of date (YYYY-MM-DD)")
-    where = rep.add_mutually_exclusive_group(required=True)
-    where.add_argument("--warehouse", help="DuckDB file")
-    where.add_argument("--data", help="data directory whose DATA/warehouse.duckdb to read")
+    _warehouse_location(rep)
     rep.add_argument("--out", type=Path, help="HTML file (default: reports/JOURNEY-DATE.html beside the warehouse)")
     rep.add_argument("--png", type=Path, help="also write a PNG screenshot (needs Chromium)")
     rep.add_argument("--days", type=int, default=14, help="days of drop-off trend (default 14)")

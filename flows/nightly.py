@@ -29,6 +29,7 @@ from journey_defs.loader import load_journey, resolve_journey  # noqa: E402
 from journey_defs.source_spec import available_sources  # noqa: E402
 from pipelines.journey_pipeline import RunConfig, RunFailed  # noqa: E402
 from warehouse.publish import NothingToPublish  # noqa: E402
+from warehouse.query import query  # noqa: E402
 
 RETRY_DELAY_SECONDS = 30
 
@@ -56,15 +57,7 @@ def run_pipeline(config: RunConfig, validation_dir: str | None, limits: GateLimi
       cache_policy=NO_CACHE)
 def notify_alerts(warehouse: str, night: date, urls: list[str]) -> dict:
     """Send the alerts that opened, escalated or resolved tonight to every Apprise URL."""
-    import duckdb
-
-    con = duckdb.connect(warehouse, read_only=True)
-    try:
-        result = con.execute("SELECT * FROM alerts")
-        names = [d[0] for d in result.description]
-        alerts = [dict(zip(names, row)) for row in result.fetchall()]
-    finally:
-        con.close()
+    alerts = query(warehouse, "SELECT * FROM alerts").to_pylist()
     changes = night_changes(alerts, night)
     return {"changes": len(changes), "sent_to": send(changes, night, urls),
             "open": sum(a["status"] != "resolved" for a in alerts)}

@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from journey_defs.model import JourneyMap
 from transforms import lake
+from transforms.sql_session import insert_parquet
 from warehouse.alerting import replay_alerts
 from warehouse.tables import ALL_TABLES, JOURNEY_MAPS, MIRRORED, PARTITION_COLUMN, warehouse_schema
 from warehouse.views import create_views
@@ -120,23 +121,10 @@ def _create_tables(con: duckdb.DuckDBPyConnection) -> None:
 
 def _replace_partition(con: duckdb.DuckDBPyConnection, table: str, day: date, lake_root: str, lake_table: str,
                        schema: pa.Schema) -> int:
-    """Replace the table's rows of `day` with the lake partition's; rows inserted. A local
-    lake is read by DuckDB straight from its Parquet files (streaming, no Arrow copy of the
-    partition); a remote one through Beam's FileSystems, one table at a time."""
+    """Replace the table's rows of `day` with the lake partition's; rows inserted."""
     con.execute(f"DELETE FROM {table} WHERE {PARTITION_COLUMN} = ?", [day])
-    files = lake.partition_files(lake_root, lake_table, day)
-    if not files:
-        return 0
-    columns = ", ".join(f'"{name}"' for name in schema.names)
-    if "://" not in lake_root:
-        return int(con.execute(f"INSERT INTO {table} BY NAME SELECT {columns}, $day::DATE AS {PARTITION_COLUMN} "
-                               "FROM read_parquet($files, union_by_name = true, hive_partitioning = false)",
-                               {"day": day, "files": files}).fetchone()[0])
-    part = lake.read_partition(lake_root, lake_table, day, schema).select(schema.names).cast(schema)
-    con.register("_part", part)
-    con.execute(f"INSERT INTO {table} BY NAME SELECT {columns}, ?::DATE AS {PARTITION_COLUMN} FROM _part", [day])
-    con.unregister("_part")
-    return part.num_rows
+    return insert_parquet(con, table, lake.partition_files(lake_root, lake_table, day), schema.names,
+                          f"$day::DATE AS {PARTITION_COLUMN}", {"day": day})
 
 
 def _replace_alerts(con: duckdb.DuckDBPyConnection) -> None:
