@@ -19,10 +19,13 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/journeys generate --customers 5000 --days 30 --seed 7 --out $(DEMO_DIR)
+	rm -rf $(DEMO_DIR)
+	$(BIN)/journeys generate --customers 10000 --days 45 --seed 7 --incident stage=verify,from=30,factor=2 --out $(DEMO_DIR)
 	$(BIN)/journeys summary --data $(DEMO_DIR) --journey journey_defs/subscription.yaml
-	$(BIN)/journeys run --from 2026-01-05 --date 2026-02-03 --data $(DEMO_DIR) --journey subscription
-	$(BIN)/journeys report --journey subscription --date 2026-02-03 --data $(DEMO_DIR)
+	$(BIN)/journeys backfill --from 2026-01-05 --to 2026-02-17 --data $(DEMO_DIR) --journey subscription --buckets 4
+	$(BIN)/journeys nightly --date 2026-02-18 --data $(DEMO_DIR) --journey subscription --buckets 4
+	$(BIN)/journeys alerts --all --data $(DEMO_DIR)
+	$(BIN)/journeys report --journey subscription --date 2026-02-18 --data $(DEMO_DIR)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -6,6 +6,9 @@ skipping would let a broken checkout pass silently.
 """
 from __future__ import annotations
 
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -33,3 +36,24 @@ def sample(tmp_path_factory):
     from tests.warehouse_sample import build
 
     return build(tmp_path_factory.mktemp("warehouse"))
+
+
+@pytest.fixture
+def receiver():
+    """A JSON webhook on 127.0.0.1: the bodies it received."""
+    received = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"json://127.0.0.1:{server.server_port}/alerts", received
+    server.shutdown()

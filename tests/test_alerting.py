@@ -1,66 +1,80 @@
-"""Rising drop-off detection: the two-proportion test against hand-computed values, and the
-alert lifecycle (open once, escalate, resolve; no daily repeats) replayed from cohort rows
-built by hand in a real DuckDB database."""
+"""Rising drop-off detection: the comparison and the scan against hand-computed values, and
+the alert lifecycle (open once, escalate, resolve; no daily repeats) replayed from nightly
+snapshots built by hand in a real DuckDB database."""
 from __future__ import annotations
 
+import dataclasses
+import math
 from datetime import date, datetime, timedelta, timezone
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pytest
 
 from journey_defs.model import AlertPolicy
-from journey_defs.outputs import JOURNEY_STAGES, JOURNEYS
-from warehouse.alerting import Comparison, compare, replay_alerts
+from journey_defs.outputs import JOURNEY_STAGES
+from warehouse.alerting import Comparison, replay_alerts, scan
 from warehouse.tables import JOURNEY_MAPS
 
 POLICY = AlertPolicy(timedelta(days=7), timedelta(days=28), 0.25, 0.01, 100)
 START = date(2026, 1, 1)
 
 
-def test_the_z_test_and_the_three_conditions():
-    same = Comparison(700, 210, 2800, 840)
-    assert same.relative_rise == 0 and same.p_value == pytest.approx(0.5)
-    risen = Comparison(700, 350, 2800, 840)  # 50% vs 30%
-    # z = 0.2 / sqrt(p(1-p)(1/700 + 1/2800)), p = 1190/3500
-    assert risen.p_value == pytest.approx(0.5 * __import__("math").erfc(9.9926 / 2 ** 0.5), rel=1e-3)
-    assert risen.relative_rise == pytest.approx(2 / 3) and risen.alarming(POLICY)
-    assert not Comparison(70, 35, 2800, 840).alarming(POLICY)          # recent sample too small
-    assert not Comparison(700, 245, 2800, 840).alarming(POLICY)        # +17%: under the 25% rise
-    assert not Comparison(120, 45, 140, 37).alarming(POLICY)           # +42% but not significant at 1%
+def test_the_comparison_and_its_three_conditions():
+    behind = Comparison(days=2, recent_n=200, moved_on=20, expected=60.0, variance=40.0, baseline_n=2000,
+                        baseline_rate=0.4)
+    # a third of the expected movers: heading for 1 - 1/3 * 0.6 = 80% drop-off, twice the baseline's
+    assert behind.recent_rate == pytest.approx(0.8) and behind.relative_rise == pytest.approx(1.0)
+    assert behind.p_value == pytest.approx(0.5 * math.erfc((60 - 20 - 0.5) / math.sqrt(40) / math.sqrt(2)))
+    assert behind.alarming(POLICY) and behind.alarming(POLICY, tests=7)
+    on_pace = Comparison(2, 200, 60, 60.0, 40.0, 2000, 0.4)
+    assert on_pace.relative_rise == pytest.approx(0) and on_pace.p_value > 0.5 and not on_pace.alarming(POLICY)
+    assert not Comparison(2, 99, 10, 30.0, 20.0, 2000, 0.4).alarming(POLICY)       # recent sample too small
+    small_rise = Comparison(2, 5000, 1400, 1500.0, 1000.0, 20000, 0.4)               # p = 0.001 but only +10%
+    assert small_rise.relative_rise == pytest.approx(0.1) and small_rise.p_value < 0.01
+    assert not small_rise.alarming(POLICY)
+    # +40% and significant alone (p = 0.007) but not once 7 scan lengths are tested
+    weak = Comparison(2, 200, 44, 60.0, 40.0, 2000, 0.4)
+    assert weak.alarming(POLICY) and not weak.alarming(POLICY, tests=7)
 
 
-def test_compare_sums_the_recent_and_baseline_cohorts():
-    cohorts = {START + timedelta(days=i): (100, 30 if i < 28 else 60) for i in range(35)}
-    night = START + timedelta(days=35)  # cohorts up to the day before have matured
-    result = compare(cohorts, night, POLICY)
-    assert (result.recent_n, result.recent_dropped, result.baseline_n, result.baseline_dropped) == (700, 420, 2800, 840)
+def test_scan_compares_each_recent_entrant_with_the_baseline_pace_at_its_time_in_stage():
+    hour, day = 3600 * 10**6, 86_400 * 10**6
+    now = 40 * day
+    # baseline: four entrants 20 days ago, moving on after 1 h, 10 h, 30 h and never
+    baseline_entered = np.full(4, now - 20 * day)
+    baseline_waits = np.array([hour, 10 * hour, 30 * hour, np.inf])
+    # recent: one entered 12 h ago and has not moved on, one entered 36 h ago and moved on after 5 h
+    entered = np.concatenate([baseline_entered, [now - 12 * hour, now - 36 * hour]])
+    waits = np.concatenate([baseline_waits, [np.inf, 5 * hour]])
+    one_day, two_days, *rest = scan(entered, waits, now, POLICY)
+    assert len(rest) == 5 and rest[-1] == dataclasses.replace(two_days, days=7)
+    assert (one_day.recent_n, one_day.moved_on, one_day.expected) == (1, 0, 0.5)   # 2 of 4 moved on within 12 h
+    assert one_day.variance == pytest.approx(0.25 + 0.5 ** 2 / 4)
+    assert (two_days.recent_n, two_days.moved_on, two_days.expected) == (2, 1, 1.25)  # and 3 of 4 within 36 h
+    spread = math.sqrt(0.25) + math.sqrt(0.75 * 0.25)
+    assert two_days.variance == pytest.approx(0.25 + 0.1875 + spread ** 2 / 4)
+    assert one_day.baseline_n == 4 and one_day.baseline_rate == 0.25   # 'never' is the one not moved on in 7 days
 
 
 def build(daily_drop: dict[int, float], days: int, per_day: int = 200) -> duckdb.DuckDBPyConnection:
-    """journey_stages snapshots where `per_day` customers enter 'verify' each day and the
-    given share (by day index, default 30%) has not moved on 24 h later; one journeys row
-    per night so every night is a published night."""
+    """Nightly journey_stages snapshots (night N holds every entrant of the 35 days up to N)
+    where `per_day` customers enter 'verify' at noon each day and the given share (by day
+    index, default 30%) never moves on; the others move on 3 hours after entering."""
     con = duckdb.connect()
-    stages, journeys = [], []
-    for d in range(days):
-        cohort = START + timedelta(days=d)
-        drop = daily_drop.get(d, 0.3)
-        for i in range(per_day):
-            entered = datetime(cohort.year, cohort.month, cohort.day, 12, tzinfo=timezone.utc)
-            left = None if i < drop * per_day else entered + timedelta(hours=3)
-            stages.append({"journey_id": "j", "as_of_date": cohort + timedelta(days=1), "customer_id": f"c{d}-{i}",
-                           "segment": "s", "stage": "verify", "stage_index": 1, "entered_at": entered,
-                           "entry_channel": "web", "left_at": left, "time_in_stage_s": 1.0, "is_current": left is None,
-                           "stalled": False})
-        journeys.append({"journey_id": "j", "as_of_date": cohort + timedelta(days=1), "customer_id": "x",
-                         "status": "in_progress"})
-    con.register("s", pa.Table.from_pylist(stages, schema=JOURNEY_STAGES))
-    con.execute("CREATE TABLE journey_stages AS SELECT * FROM s")
-    con.register("j", pa.Table.from_pylist(journeys, schema=pa.schema([JOURNEYS.field(n) for n in
-                                                                       ("journey_id", "as_of_date", "customer_id",
-                                                                        "status")])))
-    con.execute("CREATE TABLE journeys AS SELECT * FROM j")
+    con.register("drops", pa.table({"day": list(range(days)), "drop": [daily_drop.get(d, 0.3) for d in range(days)]}))
+    con.register("empty", JOURNEY_STAGES.empty_table())
+    con.execute("CREATE TABLE journey_stages AS SELECT * FROM empty")
+    start = int(datetime(START.year, START.month, START.day, tzinfo=timezone.utc).timestamp())
+    con.execute(f"""
+        INSERT INTO journey_stages BY NAME
+        SELECT 'j' AS journey_id, DATE '{START}' + CAST(night AS INTEGER) AS as_of_date, 'c' || day || '-' || i AS customer_id,
+               's' AS segment, 'verify' AS stage, 1 AS stage_index,
+               to_timestamp({start} + day * 86400 + 12 * 3600) AS entered_at, 'web' AS entry_channel,
+               CASE WHEN i >= drop * {per_day} THEN to_timestamp({start} + day * 86400 + 15 * 3600) END AS left_at
+        FROM range({days}) n(night), drops, range({per_day}) c(i)
+        WHERE day <= night AND day > night - 35""")
     maps = [{"journey_id": "j", "journey_version": "1", "stage_index": k, "stage": name, "stage_name": name,
              "optional": False, "max_time_in_stage_s": None, "alert_recent_days": 7, "alert_baseline_days": 28,
              "alert_min_relative_rise": 0.25, "alert_significance": 0.01, "alert_min_sample": 100}
@@ -70,21 +84,27 @@ def build(daily_drop: dict[int, float], days: int, per_day: int = 200) -> duckdb
     return con
 
 
+INCIDENT = {35: 0.45, 36: 0.45, 37: 0.9, 38: 0.9}
+"""30% drop-off, then 45% on days 35-36 and 90% on days 37-38, then 30% again."""
+
+
 def test_an_incident_opens_one_alert_escalates_and_resolves_when_it_recovers():
-    """30% -> 90% drop-off for the cohorts of days 35-38. Cohort 35 matures on night 36:
-    1 of 7 recent cohorts lifts the recent rate to 38.6% (+29%), enough; the second cohort
-    (+57%) escalates; once the recent window is clean again the alert resolves."""
-    incident = {d: 0.9 for d in range(35, 39)}
-    alerts = replay_alerts(build(incident, days=70)).to_pylist()
+    """Night 35 sees the first 45% day: over the last day alone 110 of 200 moved on where 140
+    were expected (+50%, z = 4.5), while the whole 7-day window (+7%) would not alarm; the 90%
+    days escalate it; once the incident days have left every scan length it resolves."""
+    alerts = replay_alerts(build(INCIDENT, days=70)).to_pylist()
     whole = [a for a in alerts if a["dimension"] == "*"]
     assert len(whole) == 1, whole  # one alert, not one per night
     alert = whole[0]
-    assert (alert["stage"], alert["status"], alert["opened_date"]) == ("verify", "resolved", START + timedelta(days=36))
-    assert START + timedelta(days=43) < alert["resolved_date"] <= START + timedelta(days=46)
-    assert "verify: drop-off within 24 h" in alert["message"]
-    during = replay_alerts(build(incident, days=44)).to_pylist()
-    assert [(a["status"], a["opened_date"]) for a in during if a["dimension"] == "*"] == [
-        ("escalated", START + timedelta(days=36))]
+    assert (alert["stage"], alert["status"], alert["opened_date"]) == ("verify", "resolved", START + timedelta(days=35))
+    assert alert["escalated_date"] == START + timedelta(days=37)
+    assert START + timedelta(days=39) < alert["resolved_date"] <= START + timedelta(days=46)
+    during = replay_alerts(build(INCIDENT, days=38)).to_pylist()
+    [opened] = [a for a in during if a["dimension"] == "*"]
+    assert (opened["status"], opened["baseline_drop_rate"]) == ("escalated", pytest.approx(0.3))
+    assert opened["recent_drop_rate"] == pytest.approx(0.9) and opened["relative_rise"] == pytest.approx(2.0)
+    assert opened["message"].startswith("verify: heading for 90.0% drop-off vs 30.0% before (+200%")
+    assert "20 of the 200 customers who entered in the last 1 day(s) moved on, 140.0 expected" in opened["message"]
     assert {a["dimension"] for a in alerts} == {"*", "channel", "segment"}  # one per dimension, same story
 
 

@@ -30,6 +30,7 @@ def render_text(data: ReportData) -> str:
     if data.off_map:
         lines.append("off-map: " + ", ".join(f"{c}/{t} {n:,}" for c, t, n in data.off_map[:3]))
     lines.append(f"open alerts: {len(data.alerts)}")
+    lines += [f"  alert since {a['opened_date']}: {a['message']}" for a in data.alerts]
     lines += [f"data quality warning: {check}: {seen}" for check, seen in data.quality_warnings]
     return "\n".join(lines) + "\n"
 

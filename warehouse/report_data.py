@@ -39,7 +39,7 @@ class ReportData:
     statuses: dict[str, int]
     deviations: tuple[tuple[str, str, int], ...]     # (kind, stage, customers), most first
     off_map: tuple[tuple[str, str, int], ...]        # (channel, event_type, events), most first
-    alerts: tuple[dict, ...]                         # open alerts of the journey
+    alerts: tuple[dict, ...]                         # alerts of the journey open on as_of
     quality_warnings: tuple[tuple[str, str], ...] = ()  # (check, what it saw) of the as-of run's gate
 
     @property
@@ -97,8 +97,10 @@ def _load(con, journey_id: str, as_of: date, trend_days: int) -> ReportData:
     off_map = tuple(con.execute(
         "SELECT channel, event_type, n_events FROM off_map WHERE journey_id = ? AND partition_date = ? "
         "ORDER BY n_events DESC, channel, event_type LIMIT 8", [journey_id, as_of]).fetchall())
-    alert_rows = con.execute("SELECT * FROM alerts WHERE journey_id = ? AND status <> 'resolved' "
-                             "ORDER BY opened_date", [journey_id])
+    alert_rows = con.execute("SELECT * FROM alerts WHERE journey_id = $j AND opened_date <= $d "
+                             "AND (resolved_date IS NULL OR resolved_date > $d) "
+                             "ORDER BY opened_date, dimension <> '*', stage, dimension, dimension_value",
+                             {"j": journey_id, "d": as_of})
     names = [d[0] for d in alert_rows.description]
     alerts = tuple(dict(zip(names, r)) for r in alert_rows.fetchall())
     warnings = tuple(con.execute(
