@@ -1,7 +1,7 @@
 """Detection-quality benchmark for rising drop-off alerts: how often a real incident is caught
 in time, and how often a clean sample stays quiet.
 
-For each seed the generator writes a sample (default 10,000 customers over 45 days), the
+For each seed the generator writes a sample (default 20,000 customers over 45 days), the
 pipeline runs night by night exactly as the nightly flow does (one run per day, each one a
 snapshot as of that day), the nights are published to a DuckDB warehouse and its `alerts`
 table is read back. Incident seeds carry `Incident(stage, from_day, factor)`: from that day on,
@@ -94,7 +94,7 @@ def alerts_of(sample: Sample, work: Path) -> list[tuple]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=20, help="incident seeds and clean seeds, each (default 20)")
-    parser.add_argument("--customers", type=int, default=10_000)
+    parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--stage", default="verify")
     parser.add_argument("--factor", type=float, default=2.0, help="drop-out multiplier of the incident")
     parser.add_argument("--onset", type=int, default=30, help="0-based day the incident starts")
@@ -104,7 +104,7 @@ def main() -> None:
     args = parser.parse_args()
     days = 45
     incident = Incident(args.stage, args.onset, args.factor)
-    samples = ([Sample(seed, args.customers, days, args.onset + 3, incident) for seed in range(101, 101 + args.seeds)]
+    samples = ([Sample(seed, args.customers, days, args.onset + 2, incident) for seed in range(101, 101 + args.seeds)]
                + [Sample(seed, args.customers, days, days, None) for seed in range(1, 1 + args.seeds)])
     work = args.work or Path(tempfile.mkdtemp(prefix="journeys-detection-"))
     work.mkdir(parents=True, exist_ok=True)

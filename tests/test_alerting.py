@@ -14,7 +14,7 @@ import pytest
 
 from journey_defs.model import AlertPolicy
 from journey_defs.outputs import JOURNEY_STAGES
-from warehouse.alerting import Comparison, replay_alerts, scan
+from warehouse.alerting import Comparison, compare, replay_alerts
 from warehouse.tables import JOURNEY_MAPS
 
 POLICY = AlertPolicy(timedelta(days=7), timedelta(days=28), 0.25, 0.01, 100)
@@ -39,29 +39,29 @@ def test_the_comparison_and_its_three_conditions():
     assert weak.alarming(POLICY) and not weak.alarming(POLICY, tests=7)
 
 
-def test_scan_compares_each_recent_entrant_with_the_baseline_pace_at_its_time_in_stage():
-    hour, day = 3600 * 10**6, 86_400 * 10**6
-    now = 40 * day
-    # baseline: four entrants 20 days ago, moving on after 1 h, 10 h, 30 h and never
-    baseline_entered = np.full(4, now - 20 * day)
-    baseline_waits = np.array([hour, 10 * hour, 30 * hour, np.inf])
-    # recent: one entered 12 h ago and has not moved on, one entered 36 h ago and moved on after 5 h
-    entered = np.concatenate([baseline_entered, [now - 12 * hour, now - 36 * hour]])
-    waits = np.concatenate([baseline_waits, [np.inf, 5 * hour]])
-    one_day, two_days, *rest = scan(entered, waits, now, POLICY)
-    assert len(rest) == 5 and rest[-1] == dataclasses.replace(two_days, days=7)
-    assert (one_day.recent_n, one_day.moved_on, one_day.expected) == (1, 0, 0.5)   # 2 of 4 moved on within 12 h
-    assert one_day.variance == pytest.approx(0.25 + 0.5 ** 2 / 4)
-    assert (two_days.recent_n, two_days.moved_on, two_days.expected) == (2, 1, 1.25)  # and 3 of 4 within 36 h
-    spread = math.sqrt(0.25) + math.sqrt(0.75 * 0.25)
-    assert two_days.variance == pytest.approx(0.25 + 0.1875 + spread ** 2 / 4)
-    assert one_day.baseline_n == 4 and one_day.baseline_rate == 0.25   # 'never' is the one not moved on in 7 days
+def test_compare_weighs_each_age_by_the_baseline_share_known_at_that_age():
+    ages = 7
+    recent, baseline = np.zeros((ages, 2)), np.zeros((ages, 2))
+    recent[0], recent[1] = (100, 10), (100, 30)          # tonight's entrants, last night's
+    baseline[:] = (1000, 700)
+    baseline[0], baseline[1] = (1000, 200), (1000, 500)  # 20% had moved on by their entry night's snapshot
+    one, two, *rest = compare(recent, baseline, 1000, 0.3)
+    assert len(rest) == 5 and rest[-1] == dataclasses.replace(two, days=7)  # no older recent entrants
+    assert (one.recent_n, one.moved_on, one.expected) == (100, 10, pytest.approx(20))
+    assert one.variance == pytest.approx(100 * 0.16 + (100 * 0.4 / math.sqrt(1000)) ** 2)
+    assert (two.recent_n, two.moved_on, two.expected) == (200, 40, pytest.approx(70))
+    spread = 100 * 0.4 / math.sqrt(1000) + 100 * 0.5 / math.sqrt(1000)
+    assert two.variance == pytest.approx(100 * 0.16 + 100 * 0.25 + spread ** 2)
+    assert (two.baseline_n, two.baseline_rate) == (1000, 0.3)
+    baseline[1] = (0, 0)  # no baseline known at age 1: last night's entrants cannot be judged
+    assert compare(recent, baseline, 1000, 0.3)[1] == dataclasses.replace(one, days=2)
 
 
-def build(daily_drop: dict[int, float], days: int, per_day: int = 200) -> duckdb.DuckDBPyConnection:
+def build(daily_drop: dict[int, float], days: int, per_day: int = 200, known_after: int = 0) -> duckdb.DuckDBPyConnection:
     """Nightly journey_stages snapshots (night N holds every entrant of the 35 days up to N)
     where `per_day` customers enter 'verify' at noon each day and the given share (by day
-    index, default 30%) never moves on; the others move on 3 hours after entering."""
+    index, default 30%) never moves on; the others move on 3 hours after entering, which
+    the snapshots know from `known_after` nights after the entry night on."""
     con = duckdb.connect()
     con.register("drops", pa.table({"day": list(range(days)), "drop": [daily_drop.get(d, 0.3) for d in range(days)]}))
     con.register("empty", JOURNEY_STAGES.empty_table())
@@ -72,7 +72,7 @@ def build(daily_drop: dict[int, float], days: int, per_day: int = 200) -> duckdb
         SELECT 'j' AS journey_id, DATE '{START}' + CAST(night AS INTEGER) AS as_of_date, 'c' || day || '-' || i AS customer_id,
                's' AS segment, 'verify' AS stage, 1 AS stage_index,
                to_timestamp({start} + day * 86400 + 12 * 3600) AS entered_at, 'web' AS entry_channel,
-               CASE WHEN i >= drop * {per_day} THEN to_timestamp({start} + day * 86400 + 15 * 3600) END AS left_at
+               CASE WHEN i >= drop * {per_day} AND night - day >= {known_after} THEN to_timestamp({start} + day * 86400 + 15 * 3600) END AS left_at
         FROM range({days}) n(night), drops, range({per_day}) c(i)
         WHERE day <= night AND day > night - 35""")
     maps = [{"journey_id": "j", "journey_version": "1", "stage_index": k, "stage": name, "stage_name": name,
@@ -115,3 +115,12 @@ def test_a_steady_stage_raises_nothing_and_replay_is_deterministic():
     assert replay_alerts(noisy).num_rows == 0
     incident = build({d: 0.5 for d in range(40, 60)}, days=60)
     assert replay_alerts(incident).equals(replay_alerts(incident))
+
+
+def test_moves_learned_a_night_late_raise_nothing():
+    """Tonight's entrants look stuck (their moves arrive tomorrow), but so did every baseline
+    entrant on its own entry night: compared at the same age, nothing is wrong. Against the
+    baseline's pace as known today they would all look dropped."""
+    late = build({}, days=60, known_after=1)
+    assert replay_alerts(late).num_rows == 0
+    assert replay_alerts(build({d: 0.9 for d in range(45, 60)}, days=60, known_after=1)).num_rows > 0

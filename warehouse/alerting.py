@@ -1,22 +1,28 @@
 """Rising drop-off detection over the published snapshots, and the alerts it keeps.
 
-Whether a stage's drop-off is rising is judged on the night's snapshot from the customers
-who entered it recently, without waiting for them to finish: the baseline's entrants (the
-`baseline_window` before the `recent_window`) give the stage's pace, the share who have moved
-on to a later stage t hours after entering. Each recent entrant, in the stage for t hours so
-far, is expected to have moved on with that probability; fewer moving on than expected means
-more are dropping out. Slow stages need no fixed horizon, and an incident shows from its
-first day, not once a whole window of cohorts has matured.
+Whether a stage's drop-off is rising is judged each night from the customers who entered it
+recently, without waiting for them to finish, against what was known about the baseline's
+entrants at the same age. A customer's age is the number of nights since the night they
+entered the stage (0 = tonight's). For each age, the baseline (the `baseline_window` of
+entry nights before the `recent_window`) gives the share who had moved on to a later stage
+as known then: read from the snapshot published that many nights after their entry, so
+events that arrive late and identities stitched later weigh the same on both sides. Each
+recent entrant of that age is expected to have moved on with that share; fewer movers than
+expected means more customers are dropping out. Slow stages need no fixed horizon, and an
+incident shows from its first nights, not once a whole window of cohorts has matured.
 
-The recent entrants are scanned from the last day back to the whole `recent_window` (the last
-1, 2, ... days), so a fresh incident is not diluted by the normal days before it. An alert
-needs all three, for some scan length: the drop-off the recent entrants are heading for rises
-past the baseline's by the journey's `min_relative_rise`; a one-sided test (observed against
-expected movers, normal approximation with continuity correction, baseline uncertainty
-included) is significant at the journey's `significance` divided by the number of tests made
-(scan lengths x values of the dimension); both groups hold `min_sample` customers. One alert
-per journey, stage and dimension (the whole stage, an entry channel, a segment): opened once,
-escalated when the rise grows half again past where it opened, resolved when no scan alarms.
+The recent entrants are scanned from tonight's back to the whole `recent_window` (the last
+1, 2, ... nights' entrants), so a fresh incident is not diluted by the normal days before
+it. An alert needs all three, for some scan length: the drop-off the recent entrants are
+heading for rises past the baseline's by the journey's `min_relative_rise`; a one-sided
+test (observed against expected movers, normal approximation with continuity correction,
+the baseline's own sampling error included) is significant at the journey's `significance`
+divided by the number of tests made (scan lengths x values of the dimension); both groups
+hold `min_sample` customers. The first `recent_window` nights of the journey's history are
+never baseline: the first entrants of a stage are the fastest movers of a log that has just
+begun. One alert per journey, stage and dimension (the whole stage, an entry channel, a
+segment): opened once, escalated when the rise grows half again past where it opened,
+resolved when no scan length alarms.
 
 The alerts table is replayed from the whole history at every publish: the same published
 days always give the same alerts, whatever order or grouping they were published in."""
@@ -77,28 +83,20 @@ class Comparison:
                 and self.relative_rise >= policy.min_relative_rise and self.p_value < policy.significance / tests)
 
 
-def scan(entered: np.ndarray, waits: np.ndarray, now: int, policy: AlertPolicy) -> list[Comparison]:
-    """One comparison per scan length (1 .. recent_window days) for one stage (or one channel or
-    segment of it) on the snapshot as of `now`: `entered` are entry times, `waits` the µs until
-    a later stage was reached (inf if not yet), both of the entrants of the last
-    recent_window + baseline_window days."""
-    recent_days = policy.recent_window.days
-    horizon = recent_days * DAY_US
-    baseline = entered < now - horizon
-    pace = np.sort(waits[baseline])
-    baseline_n = len(pace)
-    if not baseline_n:
-        return []
-    baseline_rate = 1 - np.searchsorted(pace, horizon, side="right") / baseline_n
-    in_stage = now - entered[~baseline]
-    share = np.searchsorted(pace, in_stage, side="right") / baseline_n  # baseline share moved on by then
-    day = np.clip(in_stage // DAY_US, 0, recent_days - 1)               # 0 = entered tonight's day
-    per_day = lambda weights: np.cumsum(np.bincount(day, weights, minlength=recent_days))  # noqa: E731
-    n, moved, expected = per_day(None), per_day(waits[~baseline] <= in_stage), per_day(share)
+def compare(recent: np.ndarray, baseline: np.ndarray, baseline_n: int, baseline_rate: float) -> list[Comparison]:
+    """One comparison per scan length (1 .. recent_window nights) from (n, moved on) counts by
+    age: `recent` as of tonight, `baseline` as known at each age (rows: ages 0 .. R-1)."""
+    n_base, moved_base = baseline[:, 0], baseline[:, 1]
+    known = n_base > 0
+    share = np.divide(moved_base, n_base, out=np.zeros(len(n_base)), where=known)
+    n = np.where(known, recent[:, 0], 0)
+    moved = np.where(known, recent[:, 1], 0)
     spread = np.sqrt(share * (1 - share))
-    variance = per_day(spread ** 2) + per_day(spread) ** 2 / baseline_n
-    return [Comparison(k + 1, int(n[k]), int(moved[k]), float(expected[k]), float(variance[k]), baseline_n,
-                       float(baseline_rate)) for k in range(recent_days)]
+    own = np.cumsum(n * spread ** 2)
+    sampling = np.cumsum(np.divide(n * spread, np.sqrt(n_base), out=np.zeros(len(n_base)), where=known)) ** 2
+    expected, n, moved = np.cumsum(n * share), np.cumsum(n), np.cumsum(moved)
+    return [Comparison(k + 1, int(n[k]), int(moved[k]), float(expected[k]), float(own[k] + sampling[k]), baseline_n,
+                       baseline_rate) for k in range(len(n))]
 
 
 def judge(comparisons: list[Comparison], policy: AlertPolicy, values: int) -> tuple[bool, Comparison | None]:
@@ -120,43 +118,64 @@ def policies(con: duckdb.DuckDBPyConnection) -> dict[str, AlertPolicy]:
                 "FROM journey_maps WHERE alert_recent_days IS NOT NULL GROUP BY 1").fetchall()}
 
 
+def counts_by_entry_night(con: duckdb.DuckDBPyConnection, journey_id: str, final_stage: str, ages: int,
+                          first: int, last: int) -> dict[tuple, np.ndarray]:
+    """(stage, dimension, value) -> array [entry night - first, age, (entrants, moved on)]: each
+    night's entrants as known `age` nights later (the snapshot of entry night + age), for ages
+    0 .. ages-1 (nights as days since 1970)."""
+    rows = con.execute("""
+        WITH s AS (
+            SELECT as_of_date - DATE '1970-01-01' AS night, stage,
+                   coalesce(entry_channel, '(unknown)') AS channel, coalesce(segment, '(unknown)') AS segment,
+                   (as_of_date - DATE '1970-01-01') - epoch_us(entered_at) // 86400000000 AS age, left_at
+            FROM journey_stages WHERE journey_id = $journey AND stage <> $final),
+        r AS (SELECT night - age AS entry_night, * FROM s WHERE age >= 0 AND age < $ages)
+        SELECT entry_night, stage, '*', '*', age, count(*), count(left_at) FROM r GROUP BY ALL
+        UNION ALL SELECT entry_night, stage, 'channel', channel, age, count(*), count(left_at) FROM r GROUP BY ALL
+        UNION ALL SELECT entry_night, stage, 'segment', segment, age, count(*), count(left_at) FROM r GROUP BY ALL""",
+                       {"journey": journey_id, "final": final_stage, "ages": ages}).fetchall()
+    out: dict[tuple, np.ndarray] = {}
+    for entry_night, stage, dimension, value, age, n, moved in rows:
+        if first <= entry_night <= last:
+            out.setdefault((stage, dimension, value), np.zeros((last - first + 1, ages, 2)))[entry_night - first, age] \
+                = (n, moved)
+    return out
+
+
 def night_results(con: duckdb.DuckDBPyConnection, journey_id: str, final_stage: str, policy: AlertPolicy):
     """Yield (night, {(stage, dimension, value): (alarming, comparison)}) for every published
-    snapshot of the journey, from its stage entries inside the recent + baseline windows."""
-    table = con.sql("""
-        SELECT as_of_date - DATE '1970-01-01' AS night, stage, coalesce(entry_channel, '(unknown)') AS channel,
-               coalesce(segment, '(unknown)') AS segment, epoch_us(entered_at) AS entered,
-               coalesce(CAST(epoch_us(left_at) - epoch_us(entered_at) AS DOUBLE), 'inf'::DOUBLE) AS wait
-        FROM journey_stages
-        WHERE journey_id = $journey AND stage <> $final
-          AND epoch_us(entered_at) >= ((as_of_date - DATE '1970-01-01') + 1 - $days) * 86400000000
-        ORDER BY night, stage""", params={"journey": journey_id, "final": final_stage,
-                                          "days": policy.recent_window.days + policy.baseline_window.days}
-    ).to_arrow_table()
-    nights = table.column("night").to_numpy()
-    entered, waits = table.column("entered").to_numpy(), table.column("wait").to_numpy()
-    labels = {name: table.column(name).combine_chunks().dictionary_encode() for name in ("stage", "channel", "segment")}
-    codes = {name: column.indices.to_numpy(zero_copy_only=False) for name, column in labels.items()}
-    names = {name: column.dictionary.to_pylist() for name, column in labels.items()}
-    bounds = np.flatnonzero(np.diff(nights)) + 1
-    for chunk in np.split(np.arange(len(nights)), bounds):
-        if not len(chunk):
-            continue
-        night = EPOCH + timedelta(days=int(nights[chunk[0]]))
-        now = (int(nights[chunk[0]]) + 1) * DAY_US
+    snapshot of the journey, in date order."""
+    ages, span = policy.recent_window.days, policy.baseline_window.days
+    nights = [r[0] for r in con.execute(
+        "SELECT DISTINCT as_of_date - DATE '1970-01-01' FROM journey_stages WHERE journey_id = ? ORDER BY 1",
+        [journey_id]).fetchall()]
+    if not nights:
+        return
+    [(first_entry,)] = con.execute("SELECT min(epoch_us(entered_at)) // 86400000000 FROM journey_stages "
+                                   "WHERE journey_id = ?", [journey_id]).fetchall()
+    first = min(first_entry, nights[0] - ages)
+    series = counts_by_entry_night(con, journey_id, final_stage, ages, first, nights[-1])
+    values: dict[tuple, int] = {}
+    for stage, dimension, _ in series:
+        values[(stage, dimension)] = values.get((stage, dimension), 0) + 1
+    totals = {key: np.concatenate([np.zeros((1, ages, 2)), np.cumsum(counts, axis=0)]) for key, counts in series.items()}
+    age = np.arange(ages)
+    for night in nights:
+        # baseline entry nights: the baseline window, never the journey's first `ages` nights
+        low = max(night - ages - span + 1, first_entry + ages) - first
+        high = night - ages - first + 1
         results = {}
-        for stage_code in np.unique(codes["stage"][chunk]):
-            rows = chunk[codes["stage"][chunk] == stage_code]
-            stage = names["stage"][stage_code]
-            results[(stage, "*", "*")] = judge(scan(entered[rows], waits[rows], now, policy), policy, 1)
-            for dimension in DIMENSIONS[1:]:
-                values = codes[dimension][rows]
-                distinct = np.unique(values)
-                for value in distinct:
-                    mine = rows[values == value]
-                    results[(stage, dimension, names[dimension][value])] = judge(
-                        scan(entered[mine], waits[mine], now, policy), policy, len(distinct))
-        yield night, results
+        for key, counts in series.items():
+            recent = counts[night - first - age, age]  # first <= every night - ages: in range
+            if high <= low or not recent[:, 0].any():
+                continue
+            baseline = totals[key][high] - totals[key][low]
+            n_oldest, moved_oldest = baseline[ages - 1]
+            if not n_oldest:
+                continue
+            comparisons = compare(recent, baseline, int(n_oldest), float(1 - moved_oldest / n_oldest))
+            results[key] = judge(comparisons, policy, values[key[:2]] if key[1] != "*" else 1)
+        yield EPOCH + timedelta(days=night), results
 
 
 def replay_alerts(con: duckdb.DuckDBPyConnection) -> pa.Table:
