@@ -25,7 +25,7 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from multiprocessing import get_context
 from pathlib import Path
@@ -72,23 +72,27 @@ def build(sample: Sample, work: Path) -> tuple[str, float]:
     return sample.name, time.perf_counter() - began
 
 
-def alerts_of(sample: Sample, work: Path) -> list[tuple]:
-    """Publish every night of a built sample to a fresh warehouse; its alerts (stage, dimension,
-    value, opened night, relative rise, p-value)."""
+def alerts_of(sample: Sample, work: Path, significance: float | None = None) -> list[tuple]:
+    """Publish every night of a built sample to a warehouse (once); its alerts (stage, dimension,
+    value, opened night, relative rise, p-value), replayed as publish does, under the journey
+    file's policy or with `significance` replacing its own."""
     from generator.generate import GenerateConfig
     from journey_defs.loader import BUILTIN_JOURNEYS, load_journey
+    from warehouse.alerting import replay_alerts
     from warehouse.publish import publish
 
     root = work / sample.name
     start = GenerateConfig().start
-    warehouse = root / "evaluate.duckdb"
-    warehouse.unlink(missing_ok=True)
-    publish(str(root / "lake"), warehouse, [start + timedelta(days=n) for n in range(sample.nights)],
-            [load_journey(BUILTIN_JOURNEYS["subscription"])], progress=lambda _: None)
+    warehouse = root / f"evaluate-{sample.nights}.duckdb"
+    journey = load_journey(BUILTIN_JOURNEYS["subscription"])
+    if not warehouse.exists():
+        publish(str(root / "lake"), warehouse, [start + timedelta(days=n) for n in range(sample.nights)], [journey],
+                progress=lambda _: None)
+    policy = journey.alerts if significance is None else replace(journey.alerts, significance=significance)
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        rows = con.execute("SELECT stage, dimension, dimension_value, opened_date, relative_rise, p_value "
-                           "FROM alerts ORDER BY opened_date, stage").fetchall()
-    return [(stage, dim, value, (opened - start).days, rise, p) for stage, dim, value, opened, rise, p in rows]
+        alerts = replay_alerts(con, {journey.id: policy})
+    return [(a["stage"], a["dimension"], a["dimension_value"], (a["opened_date"] - start).days, a["relative_rise"],
+             a["p_value"]) for a in alerts.to_pylist()]
 
 
 def main() -> None:
@@ -101,6 +105,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="samples built in parallel")
     parser.add_argument("--work", type=Path, help="where lakes are kept (default: a temporary folder, removed)")
     parser.add_argument("--only", choices=("build", "evaluate"), help="just build the lakes, or just evaluate them")
+    parser.add_argument("--significance", type=float, action="append",
+                        help="evaluate with this significance instead of the journey file's (repeatable)")
     args = parser.parse_args()
     days = 45
     incident = Incident(args.stage, args.onset, args.factor)
@@ -112,7 +118,8 @@ def main() -> None:
         if args.only != "evaluate":
             build_all(samples, work, args.jobs)
         if args.only != "build":
-            evaluate(samples, work, incident)
+            for significance in args.significance or [None]:
+                evaluate(samples, work, incident, significance)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -128,13 +135,13 @@ def build_all(samples: list[Sample], work: Path, jobs: int) -> None:
                   flush=True)
 
 
-def evaluate(samples: list[Sample], work: Path, incident: Incident) -> None:
+def evaluate(samples: list[Sample], work: Path, incident: Incident, significance: float | None) -> None:
     began = time.perf_counter()
     caught, quiet, early, delays = 0, 0, 0, []
     incident_samples = [s for s in samples if s.incident]
     clean_samples = [s for s in samples if not s.incident]
     for sample in samples:
-        alerts = alerts_of(sample, work)
+        alerts = alerts_of(sample, work, significance)
         if sample.incident:
             hits = [a for a in alerts if a[0] == incident.stage and a[1] == "*" and a[3] >= incident.from_day]
             before = [a for a in alerts if a[3] < incident.from_day]
@@ -149,7 +156,8 @@ def evaluate(samples: list[Sample], work: Path, incident: Incident) -> None:
             print(f"  {sample.name}: {'quiet' if not alerts else 'ALERTS ' + repr(alerts)}", flush=True)
     n_incident, n_clean = len(incident_samples), len(clean_samples)
     print(f"incident {incident.stage} x{incident.factor:g} from day {incident.from_day}, "
-          f"{samples[0].customers:,} customers over {samples[0].days} days:")
+          f"{samples[0].customers:,} customers over {samples[0].days} days, significance "
+          f"{significance if significance is not None else 'of the journey file'}:")
     print(f"  caught within 2 nights: {caught}/{n_incident} ({caught / max(n_incident, 1):.0%}); "
           f"alert delays (nights after onset): {sorted(d for d in delays if d is not None)}; "
           f"false alarms before onset: {early}/{n_incident}")

@@ -67,7 +67,7 @@ class AlertPolicy:
     recent_window: timedelta = timedelta(days=7)
     baseline_window: timedelta = timedelta(days=28)
     min_relative_rise: float = 0.25
-    significance: float = 0.01
+    significance: float = 0.001
     min_sample: int = 100
 
 

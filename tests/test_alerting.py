@@ -39,22 +39,26 @@ def test_the_comparison_and_its_three_conditions():
     assert weak.alarming(POLICY) and not weak.alarming(POLICY, tests=7)
 
 
-def test_compare_weighs_each_age_by_the_baseline_share_known_at_that_age():
-    ages = 7
-    recent, baseline = np.zeros((ages, 2)), np.zeros((ages, 2))
-    recent[0], recent[1] = (100, 10), (100, 30)          # tonight's entrants, last night's
+def test_compare_weighs_each_age_and_time_of_day_by_the_baseline_share_known_then():
+    ages, slots = 7, 2
+    recent, baseline = np.zeros((ages, slots, 2)), np.zeros((ages, slots, 2))
+    recent[0, 0], recent[1, 1] = (100, 10), (100, 30)   # tonight's morning entrants, last night's evening ones
     baseline[:] = (1000, 700)
-    baseline[0], baseline[1] = (1000, 200), (1000, 500)  # 20% had moved on by their entry night's snapshot
-    one, two, *rest = compare(recent, baseline, 1000, 0.3)
+    baseline[0, 0], baseline[1, 1] = (1000, 200), (1000, 500)  # shares moved on as known at those ages
+    one, two, *rest = compare(recent, baseline)
     assert len(rest) == 5 and rest[-1] == dataclasses.replace(two, days=7)  # no older recent entrants
     assert (one.recent_n, one.moved_on, one.expected) == (100, 10, pytest.approx(20))
-    assert one.variance == pytest.approx(100 * 0.16 + (100 * 0.4 / math.sqrt(1000)) ** 2)
+    error_0, error_1 = 100 * 0.4 / math.sqrt(1000), 100 * 0.5 / math.sqrt(1000)
+    assert one.variance == pytest.approx(100 * 0.16 + error_0 ** 2)
     assert (two.recent_n, two.moved_on, two.expected) == (200, 40, pytest.approx(70))
-    spread = 100 * 0.4 / math.sqrt(1000) + 100 * 0.5 / math.sqrt(1000)
-    assert two.variance == pytest.approx(100 * 0.16 + 100 * 0.25 + spread ** 2)
-    assert (two.baseline_n, two.baseline_rate) == (1000, 0.3)
-    baseline[1] = (0, 0)  # no baseline known at age 1: last night's entrants cannot be judged
-    assert compare(recent, baseline, 1000, 0.3)[1] == dataclasses.replace(one, days=2)
+    # different times of day are different customers: their baseline errors add as variances
+    assert two.variance == pytest.approx(100 * 0.16 + 100 * 0.25 + error_0 ** 2 + error_1 ** 2)
+    assert (two.baseline_n, two.baseline_rate) == (2000, pytest.approx(0.3))
+    # the same time of day at two ages is the same baseline customers: bounded as fully correlated
+    recent[1, 0], recent[1, 1], baseline[1, 0] = recent[1, 1], (0, 0), baseline[1, 1]
+    assert compare(recent, baseline)[1].variance == pytest.approx(100 * 0.16 + 100 * 0.25 + (error_0 + error_1) ** 2)
+    baseline[1, 0] = (0, 0)  # nothing known at age 1: last night's entrants cannot be judged
+    assert compare(recent, baseline)[1] == dataclasses.replace(one, days=2)
 
 
 def build(daily_drop: dict[int, float], days: int, per_day: int = 200, known_after: int = 0) -> duckdb.DuckDBPyConnection:

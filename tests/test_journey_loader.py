@@ -81,7 +81,7 @@ def test_subscription_map_loads():
     assert (sign_up_call.channel, sign_up_call.event_type) == ("phone", "call")
     assert [p.attribute for p in sign_up_call.where] == ["queue", "disposition"]  # file order
     assert (len(journey.exits), len(journey.support), len(journey.ignore)) == (2, 2, 10)
-    assert journey.alerts == AlertPolicy(timedelta(days=7), timedelta(days=28), 0.25, 0.01, 100)
+    assert journey.alerts == AlertPolicy(timedelta(days=7), timedelta(days=28), 0.25, 0.001, 100)
     assert journey.source_file == str(BUILTIN_JOURNEYS["subscription"])
     assert journey.description.startswith("Discover the product")
 

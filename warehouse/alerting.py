@@ -42,6 +42,7 @@ from warehouse.tables import ALERTS
 DAY_US = 86_400 * 10**6
 ESCALATE_AT = 1.5  # relative rise this many times the one the alert opened with
 DIMENSIONS = ("*", "channel", "segment")
+SLOTS = 6  # entry times of day compared apart (4 hours each): tonight's 23:00 entrant has had 1 hour
 EPOCH = date(1970, 1, 1)
 
 
@@ -83,20 +84,25 @@ class Comparison:
                 and self.relative_rise >= policy.min_relative_rise and self.p_value < policy.significance / tests)
 
 
-def compare(recent: np.ndarray, baseline: np.ndarray, baseline_n: int, baseline_rate: float) -> list[Comparison]:
-    """One comparison per scan length (1 .. recent_window nights) from (n, moved on) counts by
-    age: `recent` as of tonight, `baseline` as known at each age (rows: ages 0 .. R-1)."""
-    n_base, moved_base = baseline[:, 0], baseline[:, 1]
+def compare(recent: np.ndarray, baseline: np.ndarray) -> list[Comparison]:
+    """One comparison per scan length (1 .. recent_window nights) from counts [age, entry time
+    of day, (entrants, moved on)]: `recent` as of tonight, `baseline` as known at each age.
+    Cells without a baseline are left out; the baseline's sampling error is bounded across
+    ages (the same customers) and added up across times of day (different customers)."""
+    n_base, moved_base = baseline[..., 0], baseline[..., 1]
     known = n_base > 0
-    share = np.divide(moved_base, n_base, out=np.zeros(len(n_base)), where=known)
-    n = np.where(known, recent[:, 0], 0)
-    moved = np.where(known, recent[:, 1], 0)
+    share = np.divide(moved_base, n_base, out=np.zeros(n_base.shape), where=known)
+    n, moved = np.where(known, recent[..., 0], 0), np.where(known, recent[..., 1], 0)
     spread = np.sqrt(share * (1 - share))
-    own = np.cumsum(n * spread ** 2)
-    sampling = np.cumsum(np.divide(n * spread, np.sqrt(n_base), out=np.zeros(len(n_base)), where=known)) ** 2
-    expected, n, moved = np.cumsum(n * share), np.cumsum(n), np.cumsum(moved)
-    return [Comparison(k + 1, int(n[k]), int(moved[k]), float(expected[k]), float(own[k] + sampling[k]), baseline_n,
-                       baseline_rate) for k in range(len(n))]
+    own = np.cumsum((n * spread ** 2).sum(axis=1))
+    error = np.divide(n * spread, np.sqrt(n_base), out=np.zeros(n_base.shape), where=known)
+    sampling = (np.cumsum(error, axis=0) ** 2).sum(axis=1)
+    expected = np.cumsum((n * share).sum(axis=1))
+    n, moved = np.cumsum(n.sum(axis=1)), np.cumsum(moved.sum(axis=1))
+    n_oldest, moved_oldest = baseline[-1].sum(axis=0)
+    baseline_rate = float(1 - moved_oldest / n_oldest) if n_oldest else 0.0
+    return [Comparison(k + 1, int(n[k]), int(moved[k]), float(expected[k]), float(own[k] + sampling[k]),
+                       int(n_oldest), baseline_rate) for k in range(len(n))]
 
 
 def judge(comparisons: list[Comparison], policy: AlertPolicy, values: int) -> tuple[bool, Comparison | None]:
@@ -120,25 +126,26 @@ def policies(con: duckdb.DuckDBPyConnection) -> dict[str, AlertPolicy]:
 
 def counts_by_entry_night(con: duckdb.DuckDBPyConnection, journey_id: str, final_stage: str, ages: int,
                           first: int, last: int) -> dict[tuple, np.ndarray]:
-    """(stage, dimension, value) -> array [entry night - first, age, (entrants, moved on)]: each
-    night's entrants as known `age` nights later (the snapshot of entry night + age), for ages
-    0 .. ages-1 (nights as days since 1970)."""
+    """(stage, dimension, value) -> array [entry night - first, age, entry time of day (SLOTS),
+    (entrants, moved on)]: each night's entrants as known `age` nights later (the snapshot of
+    entry night + age), for ages 0 .. ages-1 (nights as days since 1970)."""
     rows = con.execute("""
         WITH s AS (
             SELECT as_of_date - DATE '1970-01-01' AS night, stage,
                    coalesce(entry_channel, '(unknown)') AS channel, coalesce(segment, '(unknown)') AS segment,
-                   (as_of_date - DATE '1970-01-01') - epoch_us(entered_at) // 86400000000 AS age, left_at
+                   (as_of_date - DATE '1970-01-01') - epoch_us(entered_at) // 86400000000 AS age,
+                   epoch_us(entered_at) % 86400000000 // $slot AS slot, left_at
             FROM journey_stages WHERE journey_id = $journey AND stage <> $final),
         r AS (SELECT night - age AS entry_night, * FROM s WHERE age >= 0 AND age < $ages)
-        SELECT entry_night, stage, '*', '*', age, count(*), count(left_at) FROM r GROUP BY ALL
-        UNION ALL SELECT entry_night, stage, 'channel', channel, age, count(*), count(left_at) FROM r GROUP BY ALL
-        UNION ALL SELECT entry_night, stage, 'segment', segment, age, count(*), count(left_at) FROM r GROUP BY ALL""",
-                       {"journey": journey_id, "final": final_stage, "ages": ages}).fetchall()
+        SELECT entry_night, stage, '*', '*', age, slot, count(*), count(left_at) FROM r GROUP BY ALL
+        UNION ALL SELECT entry_night, stage, 'channel', channel, age, slot, count(*), count(left_at) FROM r GROUP BY ALL
+        UNION ALL SELECT entry_night, stage, 'segment', segment, age, slot, count(*), count(left_at) FROM r GROUP BY ALL""",
+                       {"journey": journey_id, "final": final_stage, "ages": ages, "slot": DAY_US // SLOTS}).fetchall()
     out: dict[tuple, np.ndarray] = {}
-    for entry_night, stage, dimension, value, age, n, moved in rows:
+    for entry_night, stage, dimension, value, age, slot, n, moved in rows:
         if first <= entry_night <= last:
-            out.setdefault((stage, dimension, value), np.zeros((last - first + 1, ages, 2)))[entry_night - first, age] \
-                = (n, moved)
+            counts = out.setdefault((stage, dimension, value), np.zeros((last - first + 1, ages, SLOTS, 2)))
+            counts[entry_night - first, age, slot] = (n, moved)
     return out
 
 
@@ -158,7 +165,8 @@ def night_results(con: duckdb.DuckDBPyConnection, journey_id: str, final_stage: 
     values: dict[tuple, int] = {}
     for stage, dimension, _ in series:
         values[(stage, dimension)] = values.get((stage, dimension), 0) + 1
-    totals = {key: np.concatenate([np.zeros((1, ages, 2)), np.cumsum(counts, axis=0)]) for key, counts in series.items()}
+    totals = {key: np.concatenate([np.zeros((1, *counts.shape[1:])), np.cumsum(counts, axis=0)])
+              for key, counts in series.items()}
     age = np.arange(ages)
     for night in nights:
         # baseline entry nights: the baseline window, never the journey's first `ages` nights
@@ -167,20 +175,19 @@ def night_results(con: duckdb.DuckDBPyConnection, journey_id: str, final_stage: 
         results = {}
         for key, counts in series.items():
             recent = counts[night - first - age, age]  # first <= every night - ages: in range
-            if high <= low or not recent[:, 0].any():
+            if high <= low or not recent[..., 0].any():
                 continue
-            baseline = totals[key][high] - totals[key][low]
-            n_oldest, moved_oldest = baseline[ages - 1]
-            if not n_oldest:
+            comparisons = compare(recent, totals[key][high] - totals[key][low])
+            if not comparisons[-1].baseline_n:
                 continue
-            comparisons = compare(recent, baseline, int(n_oldest), float(1 - moved_oldest / n_oldest))
             results[key] = judge(comparisons, policy, values[key[:2]] if key[1] != "*" else 1)
         yield EPOCH + timedelta(days=night), results
 
 
-def replay_alerts(con: duckdb.DuckDBPyConnection) -> pa.Table:
-    """The alerts table from every published night, in date order."""
-    journey_policies = policies(con)
+def replay_alerts(con: duckdb.DuckDBPyConnection, journey_policies: dict[str, AlertPolicy] | None = None) -> pa.Table:
+    """The alerts table from every published night, in date order (under each journey's
+    recorded policy, or the ones given: how a benchmark tries another significance)."""
+    journey_policies = journey_policies or policies(con)
     final = {r[0]: r[1] for r in con.execute(
         "SELECT journey_id, arg_max(stage, stage_index) FROM journey_maps GROUP BY 1").fetchall()}
     rows: list[dict] = []
