@@ -7,10 +7,11 @@ snapshot as of that day), the nights are published to a DuckDB warehouse and its
 table is read back. Incident seeds carry `Incident(stage, from_day, factor)`: from that day on,
 customers entering the stage drop out `factor` times as often (default: verify, day 30, x2).
 
-  caught   = an alert for the incident stage (whole stage) opened on night onset .. onset+1,
+  caught   = an alert for the incident stage (whole stage) opened on night onset .. onset+1
+             (incident samples are run up to night onset+1),
              i.e. by the second nightly run that sees any incident data;
   quiet    = a clean 45-day sample raised no alert at all (any stage, channel or segment);
-  early    = an incident sample raised an alert before the onset (a false alarm).
+  stray    = an incident sample alerted before the onset or on another stage (false alarms).
 
 The lakes are kept under --work, so evaluating the alert rules again costs seconds:
 
@@ -144,13 +145,14 @@ def evaluate(samples: list[Sample], work: Path, incident: Incident, significance
         alerts = alerts_of(sample, work, significance)
         if sample.incident:
             hits = [a for a in alerts if a[0] == incident.stage and a[1] == "*" and a[3] >= incident.from_day]
-            before = [a for a in alerts if a[3] < incident.from_day]
+            stray = [a for a in alerts if a[0] != incident.stage or a[3] < incident.from_day]
             delay = hits[0][3] - incident.from_day if hits else None
             caught += delay is not None and delay <= 1
-            early += bool(before)
+            early += bool(stray)
             delays.append(delay)
             print(f"  {sample.name}: {'alert on night onset+%d' % delay if hits else 'NOT alerted'}"
-                  f"{'; false alarm before onset: ' + repr(before) if before else ''}", flush=True)
+                  f"{'; false alarms (before the onset or another stage): ' + repr(stray) if stray else ''}",
+                  flush=True)
         else:
             quiet += not alerts
             print(f"  {sample.name}: {'quiet' if not alerts else 'ALERTS ' + repr(alerts)}", flush=True)
@@ -160,7 +162,7 @@ def evaluate(samples: list[Sample], work: Path, incident: Incident, significance
           f"{significance if significance is not None else 'of the journey file'}:")
     print(f"  caught within 2 nights: {caught}/{n_incident} ({caught / max(n_incident, 1):.0%}); "
           f"alert delays (nights after onset): {sorted(d for d in delays if d is not None)}; "
-          f"false alarms before onset: {early}/{n_incident}")
+          f"samples with false alarms (before the onset or another stage): {early}/{n_incident}")
     print(f"  clean samples quiet: {quiet}/{n_clean} ({quiet / max(n_clean, 1):.0%})")
     print(f"  evaluation {time.perf_counter() - began:.0f} s, peak RSS "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
