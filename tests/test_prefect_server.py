@@ -32,7 +32,7 @@ def api(base: str, path: str, body: dict | None = None):
     request = urllib.request.Request(f"{base}{path}", data=json.dumps(body).encode() if body is not None else None,
                                      headers={"Content-Type": "application/json"},
                                      method="POST" if body is not None else "GET")
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with urllib.request.urlopen(request, timeout=60) as response:  # a loaded 2-core machine can be slow
         return json.loads(response.read() or "null")
 
 
