@@ -3,10 +3,11 @@
 Whether a stage's drop-off is rising is judged each night from the customers who entered it
 recently, without waiting for them to finish, against what was known about the baseline's
 entrants at the same age. A customer's age is the number of nights since the night they
-entered the stage (0 = tonight's). For each age, the baseline (the `baseline_window` of
-entry nights before the `recent_window`) gives the share who had moved on to a later stage
-as known then: read from the snapshot published that many nights after their entry, so
-events that arrive late and identities stitched later weigh the same on both sides. Each
+entered the stage (0 = tonight's). For each age and entry time of day, the baseline (the
+`baseline_window` of entry nights before the `recent_window`) gives the share who had moved
+on to a later stage as known then: read from the snapshot published that many nights after
+their entry, so events that arrive late and identities stitched later weigh the same on both
+sides. Each
 recent entrant of that age is expected to have moved on with that share; fewer movers than
 expected means more customers are dropping out. Slow stages need no fixed horizon, and an
 incident shows from its first nights, not once a whole window of cohorts has matured.
@@ -41,14 +42,13 @@ from warehouse.tables import ALERTS
 
 DAY_US = 86_400 * 10**6
 ESCALATE_AT = 1.5  # relative rise this many times the one the alert opened with
-DIMENSIONS = ("*", "channel", "segment")
 SLOTS = 6  # entry times of day compared apart (4 hours each): tonight's 23:00 entrant has had 1 hour
 EPOCH = date(1970, 1, 1)
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """The entrants of a stage's last `days` days against the baseline's pace of moving on."""
+    """The entrants of a stage's last `days` nights against the baseline's pace of moving on."""
 
     days: int
     recent_n: int
@@ -56,7 +56,7 @@ class Comparison:
     expected: float        # how many would have at the baseline's pace, given how long each has been in
     variance: float        # of moved_on under that pace, plus the baseline's own sampling error
     baseline_n: int
-    baseline_rate: float   # baseline entrants who had not moved on within the recent window's length
+    baseline_rate: float   # baseline entrants not moved on as known `recent_window - 1` nights after entry
 
     @property
     def recent_rate(self) -> float:
