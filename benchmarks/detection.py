@@ -138,7 +138,7 @@ def build_all(samples: list[Sample], work: Path, jobs: int) -> None:
 
 def evaluate(samples: list[Sample], work: Path, incident: Incident, significance: float | None) -> None:
     began = time.perf_counter()
-    caught, quiet, early, delays = 0, 0, 0, []
+    caught, quiet, noisy, delays = 0, 0, 0, []
     incident_samples = [s for s in samples if s.incident]
     clean_samples = [s for s in samples if not s.incident]
     for sample in samples:
@@ -148,7 +148,7 @@ def evaluate(samples: list[Sample], work: Path, incident: Incident, significance
             stray = [a for a in alerts if a[0] != incident.stage or a[3] < incident.from_day]
             delay = hits[0][3] - incident.from_day if hits else None
             caught += delay is not None and delay <= 1
-            early += bool(stray)
+            noisy += bool(stray)
             delays.append(delay)
             print(f"  {sample.name}: {'alert on night onset+%d' % delay if hits else 'NOT alerted'}"
                   f"{'; false alarms (before the onset or another stage): ' + repr(stray) if stray else ''}",
@@ -162,7 +162,7 @@ def evaluate(samples: list[Sample], work: Path, incident: Incident, significance
           f"{significance if significance is not None else 'of the journey file'}:")
     print(f"  caught within 2 nights: {caught}/{n_incident} ({caught / max(n_incident, 1):.0%}); "
           f"alert delays (nights after onset): {sorted(d for d in delays if d is not None)}; "
-          f"samples with false alarms (before the onset or another stage): {early}/{n_incident}")
+          f"samples with false alarms (before the onset or another stage): {noisy}/{n_incident}")
     print(f"  clean samples quiet: {quiet}/{n_clean} ({quiet / max(n_clean, 1):.0%})")
     print(f"  evaluation {time.perf_counter() - began:.0f} s, peak RSS "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")

@@ -7,10 +7,10 @@ entered the stage (0 = tonight's). For each age and entry time of day, the basel
 `baseline_window` of entry nights before the `recent_window`) gives the share who had moved
 on to a later stage as known then: read from the snapshot published that many nights after
 their entry, so events that arrive late and identities stitched later weigh the same on both
-sides. Each
-recent entrant of that age is expected to have moved on with that share; fewer movers than
-expected means more customers are dropping out. Slow stages need no fixed horizon, and an
-incident shows from its first nights, not once a whole window of cohorts has matured.
+sides. Each recent entrant of that age is expected to have moved on with that share; fewer
+movers than expected means more customers are dropping out. Slow stages need no fixed
+horizon, and an incident shows from its first nights, not once a whole window of cohorts has
+matured.
 
 The recent entrants are scanned from tonight's back to the whole `recent_window` (the last
 1, 2, ... nights' entrants), so a fresh incident is not diluted by the normal days before
