@@ -92,27 +92,27 @@ def compare(recent: np.ndarray, baseline: np.ndarray) -> list[Comparison]:
     n_base, moved_base = baseline[..., 0], baseline[..., 1]
     known = n_base > 0
     share = np.divide(moved_base, n_base, out=np.zeros(n_base.shape), where=known)
-    n, moved = np.where(known, recent[..., 0], 0), np.where(known, recent[..., 1], 0)
+    entrants, movers = np.where(known, recent[..., 0], 0), np.where(known, recent[..., 1], 0)
     spread = np.sqrt(share * (1 - share))
-    own = np.cumsum((n * spread ** 2).sum(axis=1))
-    error = np.divide(n * spread, np.sqrt(n_base), out=np.zeros(n_base.shape), where=known)
+    own = np.cumsum((entrants * spread ** 2).sum(axis=1))
+    error = np.divide(entrants * spread, np.sqrt(n_base), out=np.zeros(n_base.shape), where=known)
     sampling = (np.cumsum(error, axis=0) ** 2).sum(axis=1)
-    expected = np.cumsum((n * share).sum(axis=1))
-    n, moved = np.cumsum(n.sum(axis=1)), np.cumsum(moved.sum(axis=1))
+    expected = np.cumsum((entrants * share).sum(axis=1))
+    n, moved = np.cumsum(entrants.sum(axis=1)), np.cumsum(movers.sum(axis=1))
     n_oldest, moved_oldest = baseline[-1].sum(axis=0)
     baseline_rate = float(1 - moved_oldest / n_oldest) if n_oldest else 0.0
     return [Comparison(k + 1, int(n[k]), int(moved[k]), float(expected[k]), float(own[k] + sampling[k]),
                        int(n_oldest), baseline_rate) for k in range(len(n))]
 
 
-def judge(comparisons: list[Comparison], policy: AlertPolicy, values: int) -> tuple[bool, Comparison | None]:
+def judge(comparisons: list[Comparison], policy: AlertPolicy, values: int) -> tuple[bool, Comparison]:
     """Whether any scan length alarms (Bonferroni over scan lengths and the dimension's values),
     and the comparison to report: the most significant alarming one, else the whole window."""
     tests = len(comparisons) * values
     alarming = [c for c in comparisons if c.alarming(policy, tests)]
     if alarming:
         return True, min(alarming, key=lambda c: (c.p_value, c.days))
-    return False, comparisons[-1] if comparisons else None
+    return False, comparisons[-1]
 
 
 def policies(con: duckdb.DuckDBPyConnection) -> dict[str, AlertPolicy]:
@@ -133,14 +133,15 @@ def counts_by_entry_night(con: duckdb.DuckDBPyConnection, journey_id: str, final
         WITH s AS (
             SELECT as_of_date - DATE '1970-01-01' AS night, stage,
                    coalesce(entry_channel, '(unknown)') AS channel, coalesce(segment, '(unknown)') AS segment,
-                   (as_of_date - DATE '1970-01-01') - epoch_us(entered_at) // 86400000000 AS age,
-                   epoch_us(entered_at) % 86400000000 // $slot AS slot, left_at
+                   (as_of_date - DATE '1970-01-01') - epoch_us(entered_at) // $day AS age,
+                   epoch_us(entered_at) % $day // $slot AS slot, left_at
             FROM journey_stages WHERE journey_id = $journey AND stage <> $final),
         r AS (SELECT night - age AS entry_night, * FROM s WHERE age >= 0 AND age < $ages)
         SELECT entry_night, stage, '*', '*', age, slot, count(*), count(left_at) FROM r GROUP BY ALL
         UNION ALL SELECT entry_night, stage, 'channel', channel, age, slot, count(*), count(left_at) FROM r GROUP BY ALL
         UNION ALL SELECT entry_night, stage, 'segment', segment, age, slot, count(*), count(left_at) FROM r GROUP BY ALL""",
-                       {"journey": journey_id, "final": final_stage, "ages": ages, "slot": DAY_US // SLOTS}).fetchall()
+                       {"journey": journey_id, "final": final_stage, "ages": ages, "day": DAY_US,
+                        "slot": DAY_US // SLOTS}).fetchall()
     out: dict[tuple, np.ndarray] = {}
     for entry_night, stage, dimension, value, age, slot, n, moved in rows:
         if first <= entry_night <= last:
@@ -158,8 +159,8 @@ def night_results(con: duckdb.DuckDBPyConnection, journey_id: str, final_stage: 
         [journey_id]).fetchall()]
     if not nights:
         return
-    [(first_entry,)] = con.execute("SELECT min(epoch_us(entered_at)) // 86400000000 FROM journey_stages "
-                                   "WHERE journey_id = ?", [journey_id]).fetchall()
+    [(first_entry,)] = con.execute("SELECT min(epoch_us(entered_at)) // ? FROM journey_stages WHERE journey_id = ?",
+                                   [DAY_US, journey_id]).fetchall()
     first = min(first_entry, nights[0] - ages)
     series = counts_by_entry_night(con, journey_id, final_stage, ages, first, nights[-1])
     values: dict[tuple, int] = {}
@@ -180,7 +181,7 @@ def night_results(con: duckdb.DuckDBPyConnection, journey_id: str, final_stage: 
             comparisons = compare(recent, totals[key][high] - totals[key][low])
             if not comparisons[-1].baseline_n:
                 continue
-            results[key] = judge(comparisons, policy, values[key[:2]] if key[1] != "*" else 1)
+            results[key] = judge(comparisons, policy, values[key[:2]])  # the whole stage: one value
         yield EPOCH + timedelta(days=night), results
 
 
