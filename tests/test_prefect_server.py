@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -28,12 +29,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def api(base: str, path: str, body: dict | None = None):
+RETRYABLE = (429, 502, 503)  # what Prefect's own client retries: 503 is a busy (locked) server database
+
+
+def api(base: str, path: str, body: dict | None = None, attempts: int = 6):
+    """One API call, retried on the answers the server marks as retryable, as Prefect's client does."""
     request = urllib.request.Request(f"{base}{path}", data=json.dumps(body).encode() if body is not None else None,
                                      headers={"Content-Type": "application/json"},
                                      method="POST" if body is not None else "GET")
-    with urllib.request.urlopen(request, timeout=60) as response:  # a loaded 2-core machine can be slow
-        return json.loads(response.read() or "null")
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:  # a loaded 2-core machine can be slow
+                return json.loads(response.read() or "null")
+        except urllib.error.HTTPError as error:
+            if error.code not in RETRYABLE or attempt == attempts - 1:
+                raise
+            time.sleep(2 ** attempt)
 
 
 def wait_for(check, seconds: float, what: str):
