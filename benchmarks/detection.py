@@ -11,7 +11,10 @@ customers entering the stage drop out `factor` times as often (default: verify, 
              (incident samples are run up to night onset+1),
              i.e. by the second nightly run that sees any incident data;
   quiet    = a clean 45-day sample raised no alert at all (any stage, channel or segment);
-  stray    = an incident sample alerted before the onset or on another stage (false alarms).
+  stray    = an incident sample alerted before the onset or on another stage (false alarms);
+  reopened = alerts opened again for a stage / dimension / value that had one before (each one
+             a second notification for the same trouble); run incident samples past the onset
+             with --incident-nights 45 to see how alerts behave while the incident lasts.
 
 The lakes are kept under --work, so evaluating the alert rules again costs seconds:
 
@@ -49,7 +52,8 @@ class Sample:
     @property
     def name(self) -> str:
         kind = f"{self.incident.stage}-x{self.incident.factor:g}-d{self.incident.from_day}" if self.incident else "clean"
-        return f"{kind}-c{self.customers}-s{self.seed}"
+        longer = self.incident and self.nights != self.incident.from_day + 2
+        return f"{kind}-c{self.customers}-s{self.seed}" + (f"-n{self.nights}" if longer else "")
 
 
 def build(sample: Sample, work: Path) -> tuple[str, float]:
@@ -103,6 +107,8 @@ def main() -> None:
     parser.add_argument("--stage", default="verify")
     parser.add_argument("--factor", type=float, default=2.0, help="drop-out multiplier of the incident")
     parser.add_argument("--onset", type=int, default=30, help="0-based day the incident starts")
+    parser.add_argument("--incident-nights", type=int,
+                        help="nights incident samples are run for (default: up to onset+1, the last that counts)")
     parser.add_argument("--jobs", type=int, default=2, help="samples built in parallel")
     parser.add_argument("--work", type=Path, help="where lakes are kept (default: a temporary folder, removed)")
     parser.add_argument("--only", choices=("build", "evaluate"), help="just build the lakes, or just evaluate them")
@@ -111,7 +117,8 @@ def main() -> None:
     args = parser.parse_args()
     days = 45
     incident = Incident(args.stage, args.onset, args.factor)
-    samples = ([Sample(seed, args.customers, days, args.onset + 2, incident) for seed in range(101, 101 + args.seeds)]
+    incident_nights = args.incident_nights or args.onset + 2
+    samples = ([Sample(seed, args.customers, days, incident_nights, incident) for seed in range(101, 101 + args.seeds)]
                + [Sample(seed, args.customers, days, days, None) for seed in range(1, 1 + args.seeds)])
     work = args.work or Path(tempfile.mkdtemp(prefix="journeys-detection-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -139,10 +146,14 @@ def build_all(samples: list[Sample], work: Path, jobs: int) -> None:
 def evaluate(samples: list[Sample], work: Path, incident: Incident, significance: float | None) -> None:
     began = time.perf_counter()
     caught, quiet, noisy, delays = 0, 0, 0, []
+    opened, reopened = {"incident": 0, "clean": 0}, {"incident": 0, "clean": 0}
     incident_samples = [s for s in samples if s.incident]
     clean_samples = [s for s in samples if not s.incident]
     for sample in samples:
         alerts = alerts_of(sample, work, significance)
+        kind = "incident" if sample.incident else "clean"
+        opened[kind] += len(alerts)
+        reopened[kind] += len(alerts) - len({a[:3] for a in alerts})
         if sample.incident:
             hits = [a for a in alerts if a[0] == incident.stage and a[1] == "*" and a[3] >= incident.from_day]
             stray = [a for a in alerts if a[0] != incident.stage or a[3] < incident.from_day]
@@ -164,6 +175,9 @@ def evaluate(samples: list[Sample], work: Path, incident: Incident, significance
           f"alert delays (nights after onset): {sorted(d for d in delays if d is not None)}; "
           f"samples with false alarms (before the onset or another stage): {noisy}/{n_incident}")
     print(f"  clean samples quiet: {quiet}/{n_clean} ({quiet / max(n_clean, 1):.0%})")
+    print(f"  alerts opened: {opened['incident']} in incident samples (run {incident_samples[0].nights} nights), "
+          f"{reopened['incident']} of them reopened; {opened['clean']} in clean samples, "
+          f"{reopened['clean']} of them reopened" if incident_samples else "")
     print(f"  evaluation {time.perf_counter() - began:.0f} s, peak RSS "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 

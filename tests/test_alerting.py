@@ -14,7 +14,8 @@ import pytest
 
 from journey_defs.model import AlertPolicy
 from journey_defs.outputs import JOURNEY_STAGES
-from warehouse.alerting import Comparison, compare, replay_alerts
+from warehouse.alerting import Comparison, compare, night_results, replay, replay_alerts
+from warehouse.report_data import alerts_open_on
 from warehouse.tables import JOURNEY_MAPS
 
 POLICY = AlertPolicy(timedelta(days=7), timedelta(days=28), 0.25, 0.01, 100)
@@ -37,6 +38,15 @@ def test_the_comparison_and_its_three_conditions():
     # +40% and significant alone (p = 0.007) but not once 7 scan lengths are tested
     weak = Comparison(2, 200, 44, 60.0, 40.0, 2000, 0.4)
     assert weak.alarming(POLICY) and not weak.alarming(POLICY, tests=7)
+    # an open alert holds on half the rise at an uncorrected 5%: +16% (p = 0.04) holds, +8% does not
+    lingering = Comparison(7, 1000, 265, 300.0, 300.0, 2000, 0.4)
+    assert 0.125 < lingering.relative_rise < 0.25 and 0.01 < lingering.p_value < 0.05
+    assert lingering.holding(POLICY) and not lingering.alarming(POLICY)
+    fading = Comparison(7, 1000, 280, 300.0, 200.0, 2000, 0.4)
+    assert fading.relative_rise < 0.125 and fading.p_value < 0.1 and not fading.holding(POLICY)
+    # a segment whose week of entrants dips below min_sample is not recovered: 14 of 98 moved, 41 expected
+    thinned = Comparison(7, 98, 14, 41.0, 25.0, 262, 0.44)
+    assert thinned.p_value < 1e-6 and not thinned.alarming(POLICY) and thinned.holding(POLICY)
 
 
 def test_compare_weighs_each_age_and_time_of_day_by_the_baseline_share_known_then():
@@ -128,3 +138,52 @@ def test_moves_learned_a_night_late_raise_nothing():
     late = build({}, days=60, known_after=1)
     assert replay_alerts(late).num_rows == 0
     assert replay_alerts(build({d: 0.9 for d in range(45, 60)}, days=60, known_after=1)).num_rows > 0
+
+
+def test_bad_days_a_few_nights_apart_are_one_alert_held_until_the_rise_is_gone():
+    """Days 40, 43 and 46 lose half their entrants. Two nights after each, no scan length
+    passes the opening bar (the 3-night scan is heading for +22%), so an alert that resolved
+    on that would reopen at each bad day: three notifications for one trouble. The open alert
+    holds while the rise still shows at the lower bars, and resolves once it is gone. Bad
+    days 8 nights apart are two incidents, two alerts."""
+    bursts = {40: 0.5, 43: 0.5, 46: 0.5}
+    con = build(bursts, days=65)
+    night_42 = dict(night_results(con, "j", "done", POLICY))[START + timedelta(days=42)]
+    between = night_42[("verify", "*", "*")]
+    assert not between.alarming and between.rising
+    assert between.comparison.days == 3 and 0.125 < between.comparison.relative_rise < 0.25
+    [alert] = [a for a in replay_alerts(con).to_pylist() if a["dimension"] == "*"]
+    assert (alert["opened_date"], alert["status"]) == (START + timedelta(days=40), "resolved")
+    assert START + timedelta(days=47) < alert["resolved_date"] <= START + timedelta(days=53)
+    apart = [a for a in replay_alerts(build({40: 0.5, 48: 0.5}, days=65)).to_pylist() if a["dimension"] == "*"]
+    assert [a["opened_date"] for a in apart] == [START + timedelta(days=40), START + timedelta(days=48)]
+    assert apart[0]["resolved_date"] < apart[1]["opened_date"]
+
+
+def test_each_night_of_an_alert_is_kept_with_its_figures_then():
+    """alert_nights holds one row per published night from opening to resolution, with that
+    night's status and figures, so a report of an older day shows what was known that day."""
+    con = build(INCIDENT, days=70)
+    alerts, nights = replay(con)
+    [alert] = [a for a in alerts.to_pylist() if a["dimension"] == "*"]
+    rows = [n for n in nights.to_pylist() if n["alert_id"] == alert["alert_id"]]
+    opened, escalated, resolved = alert["opened_date"], alert["escalated_date"], alert["resolved_date"]
+    assert [n["night"] for n in rows] == [opened + timedelta(days=k) for k in range((resolved - opened).days + 1)]
+    assert [n["status"] for n in rows] == (["open"] * (escalated - opened).days
+                                           + ["escalated"] * (resolved - escalated).days + ["resolved"])
+    first, worst, last = rows[0], rows[(escalated - opened).days], rows[-1]
+    # night 35: the first 45% day alone; night 37: the first 90% day alone (hand-computed above)
+    assert (first["scan_days"], first["recent_entrants"], first["moved_on"]) == (1, 200, 110)
+    assert first["expected_moved_on"] == pytest.approx(140) and first["relative_rise"] == pytest.approx(0.5)
+    assert (worst["moved_on"], worst["relative_rise"]) == (20, pytest.approx(2.0))
+    assert (last["relative_rise"], last["message"]) == (alert["relative_rise"], alert["message"])
+    assert first["message"] != last["message"]
+
+    con.register("a", alerts)
+    con.register("n", nights)
+    con.execute("CREATE TABLE alerts AS SELECT * FROM a; CREATE TABLE alert_nights AS SELECT * FROM n")
+    [then] = [a for a in alerts_open_on(con, "j", opened) if a["dimension"] == "*"]
+    assert (then["status"], then["message"]) == ("open", first["message"])
+    assert alerts_open_on(con, "j", opened - timedelta(days=1)) == ()
+    assert [a for a in alerts_open_on(con, "j", escalated) if a["dimension"] == "*"][0]["status"] == "escalated"
+    assert not [a for a in alerts_open_on(con, "j", resolved) if a["dimension"] == "*"]  # resolved that night

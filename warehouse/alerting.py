@@ -23,10 +23,15 @@ hold `min_sample` customers. The first `recent_window` nights of the journey's h
 never baseline: the first entrants of a stage are the fastest movers of a log that has just
 begun. One alert per journey, stage and dimension (the whole stage, an entry channel, a
 segment): opened once, escalated when the rise grows half again past where it opened,
-resolved when no scan length alarms.
+resolved when the rise is gone, not merely below the bar to open one: an open alert holds
+while some scan length still shows a rise of half the journey's `min_relative_rise` at the
+uncorrected `HOLD_SIGNIFICANCE`, whatever the sample sizes, so a rise hovering around the
+opening bar, a segment whose week of entrants dips below `min_sample`, or bad days a few
+nights apart are one alert rather than one per crossing.
 
-The alerts table is replayed from the whole history at every publish: the same published
-days always give the same alerts, whatever order or grouping they were published in."""
+The alerts table (and alert_nights, each alert's figures night by night) is replayed from
+the whole history at every publish: the same published days always give the same alerts,
+whatever order or grouping they were published in."""
 from __future__ import annotations
 
 import math
@@ -38,10 +43,12 @@ import numpy as np
 import pyarrow as pa
 
 from journey_defs.model import AlertPolicy
-from warehouse.tables import ALERTS
+from warehouse.tables import ALERT_NIGHTS, ALERTS
 
 DAY_US = 86_400 * 10**6
 ESCALATE_AT = 1.5  # relative rise this many times the one the alert opened with
+HOLD_SIGNIFICANCE = 0.05  # an open alert holds while some scan length shows a rise at this level,
+HOLD_RISE = 0.5  # of at least this share of the journey's min_relative_rise
 SLOTS = 6  # entry times of day compared apart (4 hours each): tonight's 23:00 entrant has had 1 hour
 EPOCH = date(1970, 1, 1)
 
@@ -80,8 +87,28 @@ class Comparison:
         return 0.5 * math.erfc(z / math.sqrt(2))
 
     def alarming(self, policy: AlertPolicy, tests: int = 1) -> bool:
+        """Opens an alert: the rise is significant at the journey's level, corrected for `tests`."""
         return (self.recent_n >= policy.min_sample and self.baseline_n >= policy.min_sample
-                and self.relative_rise >= policy.min_relative_rise and self.p_value < policy.significance / tests)
+                and self.shows_rise(policy.significance / tests, policy.min_relative_rise))
+
+    def holding(self, policy: AlertPolicy) -> bool:
+        """Keeps an open alert: the rise still shows, at the lower bars of HOLD_*. Whatever the
+        sample sizes: `min_sample` is for opening; a week of entrants dipping below it is not a
+        recovery (the p-value already weighs how few they are)."""
+        return self.shows_rise(HOLD_SIGNIFICANCE, HOLD_RISE * policy.min_relative_rise)
+
+    def shows_rise(self, alpha: float, min_rise: float) -> bool:
+        return self.relative_rise >= min_rise and self.p_value < alpha
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One series on one night: whether it opens an alert, whether it keeps one open, and the
+    comparison to report."""
+
+    alarming: bool
+    rising: bool
+    comparison: Comparison
 
 
 def compare(recent: np.ndarray, baseline: np.ndarray) -> list[Comparison]:
@@ -105,14 +132,16 @@ def compare(recent: np.ndarray, baseline: np.ndarray) -> list[Comparison]:
                        int(n_oldest), baseline_rate) for k in range(len(n))]
 
 
-def judge(comparisons: list[Comparison], policy: AlertPolicy, values: int) -> tuple[bool, Comparison]:
+def judge(comparisons: list[Comparison], policy: AlertPolicy, values: int) -> Verdict:
     """Whether any scan length alarms (Bonferroni over scan lengths and the dimension's values),
-    and the comparison to report: the most significant alarming one, else the whole window."""
+    whether any holds an open alert, and the comparison to report: the most significant of
+    those, else the whole window."""
     tests = len(comparisons) * values
-    alarming = [c for c in comparisons if c.alarming(policy, tests)]
-    if alarming:
-        return True, min(alarming, key=lambda c: (c.p_value, c.days))
-    return False, comparisons[-1]
+    alarming = any(c.alarming(policy, tests) for c in comparisons)
+    rising = [c for c in comparisons if c.alarming(policy, tests) or c.holding(policy)]
+    if rising:
+        return Verdict(alarming, True, min(rising, key=lambda c: (c.p_value, c.days)))
+    return Verdict(False, False, comparisons[-1])
 
 
 def policies(con: duckdb.DuckDBPyConnection) -> dict[str, AlertPolicy]:
@@ -151,8 +180,8 @@ def counts_by_entry_night(con: duckdb.DuckDBPyConnection, journey_id: str, final
 
 
 def night_results(con: duckdb.DuckDBPyConnection, journey_id: str, final_stage: str, policy: AlertPolicy):
-    """Yield (night, {(stage, dimension, value): (alarming, comparison)}) for every published
-    snapshot of the journey, in date order."""
+    """Yield (night, {(stage, dimension, value): Verdict}) for every published snapshot of the
+    journey, in date order."""
     ages, span = policy.recent_window.days, policy.baseline_window.days
     nights = [r[0] for r in con.execute(
         "SELECT DISTINCT as_of_date - DATE '1970-01-01' FROM journey_stages WHERE journey_id = ? ORDER BY 1",
@@ -186,36 +215,47 @@ def night_results(con: duckdb.DuckDBPyConnection, journey_id: str, final_stage: 
 
 
 def replay_alerts(con: duckdb.DuckDBPyConnection, journey_policies: dict[str, AlertPolicy] | None = None) -> pa.Table:
-    """The alerts table from every published night, in date order (under each journey's
-    recorded policy, or the ones given: how a benchmark tries another significance)."""
+    """The alerts table from every published night (see `replay`)."""
+    return replay(con, journey_policies)[0]
+
+
+def replay(con: duckdb.DuckDBPyConnection,
+           journey_policies: dict[str, AlertPolicy] | None = None) -> tuple[pa.Table, pa.Table]:
+    """The alerts and alert_nights tables from every published night, in date order (under
+    each journey's recorded policy, or the ones given: how a benchmark tries another
+    significance)."""
     journey_policies = journey_policies or policies(con)
     final = {r[0]: r[1] for r in con.execute(
         "SELECT journey_id, arg_max(stage, stage_index) FROM journey_maps GROUP BY 1").fetchall()}
     rows: list[dict] = []
+    nights: list[dict] = []
     for journey_id in sorted(final):
         policy = journey_policies.get(journey_id, AlertPolicy())
         open_alerts: dict[tuple, dict] = {}
         for night, results in night_results(con, journey_id, final[journey_id], policy):
             for key in sorted(set(results) | set(open_alerts)):
-                alarming, result = results.get(key, (False, None))
-                alert = open_alerts.get(key)
-                if alarming:
-                    if alert is None:
-                        alert = open_alerts[key] = _opened(journey_id, key, night, result)
-                        rows.append(alert)
-                    else:
-                        if alert["status"] == "open" and result.relative_rise >= ESCALATE_AT * alert["_opened_rise"]:
-                            alert["status"], alert["escalated_date"] = "escalated", night
-                        _update(alert, night, result)
-                elif alert is not None:
-                    if result is not None:
-                        _update(alert, night, result)
+                verdict, alert = results.get(key), open_alerts.get(key)
+                if alert is None:
+                    if verdict is not None and verdict.alarming:
+                        open_alerts[key] = _opened(journey_id, key, night, verdict.comparison)
+                        rows.append(open_alerts[key])
+                        nights.append(_night(open_alerts[key], night, verdict.comparison))
+                    continue
+                if verdict is not None:
+                    result = verdict.comparison
+                    if (verdict.alarming and alert["status"] == "open"
+                            and result.relative_rise >= ESCALATE_AT * alert["_opened_rise"]):
+                        alert["status"], alert["escalated_date"] = "escalated", night
+                    _update(alert, night, result)
+                if verdict is None or not verdict.rising:  # no recent entrants, or the rise is gone
                     alert["status"], alert["resolved_date"], alert["updated_date"] = "resolved", night, night
                     del open_alerts[key]
+                nights.append(_night(alert, night, verdict.comparison if verdict is not None else None))
     for row in rows:
         row.pop("_opened_rise")
     rows.sort(key=lambda r: (r["opened_date"], r["journey_id"], r["stage"], r["dimension"], r["dimension_value"]))
-    return pa.Table.from_pylist(rows, schema=ALERTS)
+    nights.sort(key=lambda r: (r["night"], r["alert_id"]))
+    return pa.Table.from_pylist(rows, schema=ALERTS), pa.Table.from_pylist(nights, schema=ALERT_NIGHTS)
 
 
 def _opened(journey_id: str, key: tuple, night: date, result: Comparison) -> dict:
@@ -236,3 +276,14 @@ def _update(alert: dict, night: date, result: Comparison) -> None:
                          f"{result.moved_on:,} of the {result.recent_n:,} customers who entered in the last "
                          f"{result.days} day(s) moved on, {result.expected:,.1f} expected at the pace of the "
                          f"{result.baseline_n:,} before them")
+
+
+def _night(alert: dict, night: date, result: Comparison | None) -> dict:
+    """The alert_nights row: the alert's status and tonight's figures (none without recent entrants)."""
+    row = {"alert_id": alert["alert_id"], "journey_id": alert["journey_id"], "night": night, "status": alert["status"]}
+    if result is None:
+        return {**row, "message": f"{alert['stage']}: no recent entrants to judge"}
+    return {**row, "scan_days": result.days, "recent_entrants": result.recent_n, "moved_on": result.moved_on,
+            "expected_moved_on": result.expected, "baseline_entrants": result.baseline_n,
+            "baseline_drop_rate": result.baseline_rate, "recent_drop_rate": result.recent_rate,
+            "relative_rise": result.relative_rise, "p_value": result.p_value, "message": alert["message"]}

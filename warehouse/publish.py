@@ -26,7 +26,7 @@ import pyarrow as pa
 from journey_defs.model import JourneyMap
 from transforms import lake
 from transforms.sql_session import insert_parquet
-from warehouse.alerting import replay_alerts
+from warehouse.alerting import replay
 from warehouse.tables import ALL_TABLES, JOURNEY_MAPS, MIRRORED, PARTITION_COLUMN, warehouse_schema
 from warehouse.views import create_views
 
@@ -128,11 +128,12 @@ def _replace_partition(con: duckdb.DuckDBPyConnection, table: str, day: date, la
 
 
 def _replace_alerts(con: duckdb.DuckDBPyConnection) -> None:
-    """Alerts replayed from every published night (see warehouse.alerting)."""
-    con.register("_alerts", replay_alerts(con))
-    con.execute("DELETE FROM alerts")
-    con.execute("INSERT INTO alerts BY NAME SELECT * FROM _alerts")
-    con.unregister("_alerts")
+    """Alerts and their nights replayed from every published night (see warehouse.alerting)."""
+    for table, rows in zip(("alerts", "alert_nights"), replay(con)):
+        con.register("_replayed", rows)
+        con.execute(f"DELETE FROM {table}")
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _replayed")
+        con.unregister("_replayed")
 
 
 def _replace_maps(con: duckdb.DuckDBPyConnection, journeys: Sequence[JourneyMap]) -> None:

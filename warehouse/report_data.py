@@ -97,14 +97,21 @@ def _load(con, journey_id: str, as_of: date, trend_days: int) -> ReportData:
     off_map = tuple(con.execute(
         "SELECT channel, event_type, n_events FROM off_map WHERE journey_id = ? AND partition_date = ? "
         "ORDER BY n_events DESC, channel, event_type LIMIT 8", [journey_id, as_of]).fetchall())
-    alert_rows = con.execute("SELECT * FROM alerts WHERE journey_id = $j AND opened_date <= $d "
-                             "AND (resolved_date IS NULL OR resolved_date > $d) "
-                             "ORDER BY opened_date, dimension <> '*', stage, dimension, dimension_value",
-                             {"j": journey_id, "d": as_of})
-    names = [d[0] for d in alert_rows.description]
-    alerts = tuple(dict(zip(names, r)) for r in alert_rows.fetchall())
+    alerts = alerts_open_on(con, journey_id, as_of)
     warnings = tuple(con.execute(
         "SELECT suite, observed FROM run_checks WHERE partition_date = ? AND NOT success AND severity = 'warning' "
         "ORDER BY suite, columns", [as_of]).fetchall())
     return ReportData(journey_id, stages[0][4], as_of, tuple(stations), sum(statuses.values()), statuses,
                       deviations, off_map, alerts, warnings)
+
+
+def alerts_open_on(con: duckdb.DuckDBPyConnection, journey_id: str, as_of: date) -> tuple[dict, ...]:
+    """The journey's alerts open on `as_of`, as they stood that night: status and figures
+    then (from alert_nights), not the latest; the whole stage's first."""
+    rows = con.execute("SELECT a.alert_id, a.stage, a.dimension, a.dimension_value, a.opened_date, n.* "
+                       "EXCLUDE (alert_id, journey_id, night) FROM alerts a JOIN alert_nights n USING (alert_id) "
+                       "WHERE a.journey_id = $j AND n.night = $d AND n.status <> 'resolved' "
+                       "ORDER BY a.opened_date, a.dimension <> '*', a.stage, a.dimension, a.dimension_value",
+                       {"j": journey_id, "d": as_of})
+    names = [d[0] for d in rows.description]
+    return tuple(dict(zip(names, r)) for r in rows.fetchall())

@@ -4,7 +4,8 @@ Every table mirrors one lake table plus `partition_date`, the lake partition its
 from: the ingest day for `events` and `bad_rows` (the day of the raw file), the run's as-of
 day for everything derived. Publishing a day replaces exactly the rows of that
 `partition_date`, which is what makes publishing idempotent and a range equal to its days.
-`alerts` is replayed by warehouse.alerting, `journey_maps` comes from the journey definitions."""
+`alerts` and `alert_nights` are replayed by warehouse.alerting, `journey_maps` comes from the
+journey definitions."""
 from __future__ import annotations
 
 import pyarrow as pa
@@ -45,6 +46,18 @@ ALERTS = pa.schema([
 ])
 """Rising drop-off alerts, replayed from the published history at every publish (warehouse.alerting)."""
 
+ALERT_NIGHTS = pa.schema([
+    ("alert_id", pa.string()), ("journey_id", pa.string()), ("night", pa.date32()),
+    ("status", pa.string()),  # as of that night: open | escalated | resolved (its last row)
+    ("scan_days", pa.int32()),  # the recent entrants compared: those of the last scan_days nights
+    ("recent_entrants", pa.int64()), ("moved_on", pa.int64()), ("expected_moved_on", pa.float64()),
+    ("baseline_entrants", pa.int64()), ("baseline_drop_rate", pa.float64()), ("recent_drop_rate", pa.float64()),
+    ("relative_rise", pa.float64()), ("p_value", pa.float64()), ("message", pa.string()),
+])
+"""Each alert on each published night from its opening to its resolution, with that night's
+figures (the `alerts` row keeps the latest): how an alert evolved, and what a report of an
+older day showed. Replayed with `alerts`. Figures are null on a night with no recent entrants."""
+
 JOURNEY_MAPS = pa.schema([
     ("journey_id", pa.string()), ("journey_version", pa.string()), ("stage_index", pa.int32()),
     ("stage", pa.string()), ("stage_name", pa.string()), ("optional", pa.bool_()),
@@ -55,13 +68,15 @@ JOURNEY_MAPS = pa.schema([
 ])
 """The intended maps: one row per stage, in map order (what funnel and journey_paths compare with)."""
 
-ALL_TABLES = (*MIRRORED, "alerts", "journey_maps")
+ALL_TABLES = (*MIRRORED, "alerts", "alert_nights", "journey_maps")
 
 
 def warehouse_schema(table: str) -> pa.Schema:
     """Columns of a warehouse table as Arrow types."""
     if table == "alerts":
         return ALERTS
+    if table == "alert_nights":
+        return ALERT_NIGHTS
     if table == "journey_maps":
         return JOURNEY_MAPS
     return MIRRORED[table][1].append(pa.field(PARTITION_COLUMN, pa.date32()))
