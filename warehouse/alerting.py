@@ -137,10 +137,10 @@ def judge(comparisons: list[Comparison], policy: AlertPolicy, values: int) -> Ve
     whether any holds an open alert, and the comparison to report: the most significant of
     those, else the whole window."""
     tests = len(comparisons) * values
-    alarming = any(c.alarming(policy, tests) for c in comparisons)
-    rising = [c for c in comparisons if c.alarming(policy, tests) or c.holding(policy)]
+    opens = [c.alarming(policy, tests) for c in comparisons]
+    rising = [c for c, alarming in zip(comparisons, opens) if alarming or c.holding(policy)]
     if rising:
-        return Verdict(alarming, True, min(rising, key=lambda c: (c.p_value, c.days)))
+        return Verdict(any(opens), True, min(rising, key=lambda c: (c.p_value, c.days)))
     return Verdict(False, False, comparisons[-1])
 
 
