@@ -267,6 +267,10 @@ def _opened(journey_id: str, key: tuple, night: date, result: Comparison) -> dic
     return alert
 
 
+FIGURES = ("baseline_drop_rate", "recent_drop_rate", "relative_rise", "p_value", "message")
+"""What `_update` sets from a night's comparison: the alert's latest, and that night's alert_nights row."""
+
+
 def _update(alert: dict, night: date, result: Comparison) -> None:
     where = "" if alert["dimension"] == "*" else f" ({alert['dimension']} {alert['dimension_value']})"
     alert.update(updated_date=night, baseline_drop_rate=result.baseline_rate, recent_drop_rate=result.recent_rate,
@@ -279,11 +283,11 @@ def _update(alert: dict, night: date, result: Comparison) -> None:
 
 
 def _night(alert: dict, night: date, result: Comparison | None) -> dict:
-    """The alert_nights row: the alert's status and tonight's figures (none without recent entrants)."""
+    """The alert_nights row: the alert's status and tonight's figures, as `_update` has just
+    set them from `result` (none without recent entrants)."""
     row = {"alert_id": alert["alert_id"], "journey_id": alert["journey_id"], "night": night, "status": alert["status"]}
     if result is None:
         return {**row, "message": f"{alert['stage']}: no recent entrants to judge"}
     return {**row, "scan_days": result.days, "recent_entrants": result.recent_n, "moved_on": result.moved_on,
             "expected_moved_on": result.expected, "baseline_entrants": result.baseline_n,
-            "baseline_drop_rate": result.baseline_rate, "recent_drop_rate": result.recent_rate,
-            "relative_rise": result.relative_rise, "p_value": result.p_value, "message": alert["message"]}
+            **{name: alert[name] for name in FIGURES}}
