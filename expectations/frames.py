@@ -13,9 +13,8 @@ import pyarrow as pa
 
 from expectations.run_context import GateLimits, RunContext
 from journey_defs.canonical import CANONICAL_SCHEMA
-from journey_defs.outputs import JOURNEY_STAGES, JOURNEYS, OFF_MAP_COUNTS, SESSIONS, STAGE_DAILY
+from journey_defs.outputs import JOURNEY_STAGES, JOURNEYS, MANIFEST, OFF_MAP_COUNTS, SESSIONS, STAGE_DAILY
 from transforms import lake
-from transforms.manifest import MANIFEST
 from transforms.sql_session import insert_parquet
 
 UNRESOLVED_PREFIXES = ("anonymous_id:", "email:", "phone:")

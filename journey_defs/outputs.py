@@ -66,6 +66,31 @@ STAGE_DAILY = pa.schema([
     ("p50_time_in_stage_s", pa.float64()), ("p90_time_in_stage_s", pa.float64()),
 ])
 
+IDENTITIES = pa.schema([
+    ("identity_key", pa.string()), ("value", pa.string()), ("customer_id", pa.string()),
+    ("source", pa.string()),  # the source whose events carried the value
+])
+"""The identity map as of a run: every identity value seen in a source's stitched events with
+the customer it resolves to now (transforms.identity_map)."""
+
+DUPLICATES = pa.schema([("source_file", pa.string()), ("n_duplicates", pa.int64())])
+"""Exact duplicates removed by stitching, counted per source file of the dropped copy."""
+
+FILE_COUNTS = pa.schema([
+    ("source", pa.string()), ("source_file", pa.string()), ("source_date", pa.date32()),
+    ("records", pa.int64()), ("parsed_events", pa.int64()), ("bad_rows", pa.int64()),
+])
+"""Row accounting input, one row per raw file read (transforms.ingest)."""
+
+MANIFEST = pa.schema([
+    ("run_id", pa.string()), ("as_of_date", pa.date32()),
+    ("source", pa.string()), ("source_file", pa.string()), ("source_date", pa.date32()),
+    ("records", pa.int64()), ("events", pa.int64()), ("bad_rows", pa.int64()), ("duplicates", pa.int64()),
+    ("balanced", pa.bool_()),
+])
+"""A run's row accounting, one row per raw file: records = events + bad rows + duplicates
+(transforms.manifest); the warehouse's `run_files`."""
+
 CHECKS = pa.schema([
     ("run_id", pa.string()), ("as_of_date", pa.date32()), ("suite", pa.string()), ("expectation", pa.string()),
     ("columns", pa.string()), ("severity", pa.string()),  # critical | warning

@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
 from journey_defs.canonical import CANONICAL_SCHEMA, IDENTITY_KEYS, unresolved_customer_id
+from journey_defs.outputs import DUPLICATES as DUPLICATES_SCHEMA
 from transforms.buckets import keyed_parts, pack, unpack
 
 __all__ = [
@@ -52,8 +53,6 @@ CONFLICTS = tuple(conflicts for _, _, conflicts in LOOKUPS)
 
 STATS = RESOLUTIONS + CONFLICTS + ("duplicates",)
 """Every name the stats output carries (0 when nothing happened)."""
-
-DUPLICATES_SCHEMA = pa.schema([("source_file", pa.string()), ("n_duplicates", pa.int64())])
 
 TUPLE_KEYS = ("anonymous_id", "email", "phone")
 """The identity of an event without user_id; `identity_tuples` rows are distinct on these."""

@@ -11,16 +11,10 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from journey_defs.outputs import FILE_COUNTS
 from journey_defs.source_spec import SourceSpec
 from transforms.manifest import rows_per_file
 from transforms.parse import ParseLimits, parse_contents, relative_name, source_files
-
-FILE_COUNTS = pa.schema([
-    ("source", pa.string()), ("source_file", pa.string()), ("source_date", pa.date32()),
-    ("records", pa.int64()), ("parsed_events", pa.int64()), ("bad_rows", pa.int64()),
-])
-"""Row accounting input, one row per raw file read."""
-
 
 def file_batches(specs: dict[str, SourceSpec], data_dir: str, days: list[date], per_batch: int):
     """(source, [(path, file_date iso | None)]) batches: each day's files of each events

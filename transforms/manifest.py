@@ -7,12 +7,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-MANIFEST = pa.schema([
-    ("run_id", pa.string()), ("as_of_date", pa.date32()),
-    ("source", pa.string()), ("source_file", pa.string()), ("source_date", pa.date32()),
-    ("records", pa.int64()), ("events", pa.int64()), ("bad_rows", pa.int64()), ("duplicates", pa.int64()),
-    ("balanced", pa.bool_()),
-])
+from journey_defs.outputs import MANIFEST
 
 
 def rows_per_file(table: pa.Table) -> dict[str, int]:

@@ -12,10 +12,8 @@ import pyarrow as pa
 
 from journey_defs.canonical import BAD_ROW_SCHEMA, CANONICAL_SCHEMA
 from journey_defs.outputs import (
-    CHECKS, DEVIATIONS, FEEDBACK, JOURNEY_STAGES, JOURNEYS, OFF_MAP_COUNTS, SESSIONS, STAGE_DAILY,
+    CHECKS, DEVIATIONS, FEEDBACK, IDENTITIES, JOURNEY_STAGES, JOURNEYS, MANIFEST, OFF_MAP_COUNTS, SESSIONS, STAGE_DAILY,
 )
-from transforms.identity_map import IDENTITIES
-from transforms.manifest import MANIFEST
 
 PARTITION_COLUMN = "partition_date"
 
