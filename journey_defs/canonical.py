@@ -58,6 +58,8 @@ BAD_ROW_REASONS = {
     "wrong_type": "a typed field holds a value of the wrong type",
     "missing_identity": "record carries no identity key at all",
     "missing_event_type": "event type field is missing or empty",
+    "missing_event_id": "the spec names an event id field and it is missing or empty (no id is invented: "
+                        "a re-delivered copy could not be recognised as a duplicate)",
 }
 """Reason codes for rejected records, with the explanation shown to users."""
 

@@ -79,17 +79,23 @@ DUPLICATES = pa.schema([("source_file", pa.string()), ("n_duplicates", pa.int64(
 FILE_COUNTS = pa.schema([
     ("source", pa.string()), ("source_file", pa.string()), ("source_date", pa.date32()),
     ("records", pa.int64()), ("parsed_events", pa.int64()), ("bad_rows", pa.int64()),
+    ("status", pa.string()),  # read | skipped | failed
+    ("reason", pa.string()),  # why skipped or failed; null when read
 ])
-"""Row accounting input, one row per raw file read (transforms.ingest)."""
+"""Row accounting input, one row per raw file of the run's folders (transforms.ingest): read;
+skipped (in a dated source's day folder, matched by no source of the run: all zeros); failed
+(not readable as its spec says, e.g. not decompressible or a column missing: its data rows
+when known, else 0, and no events or bad rows)."""
 
 MANIFEST = pa.schema([
     ("run_id", pa.string()), ("as_of_date", pa.date32()),
     ("source", pa.string()), ("source_file", pa.string()), ("source_date", pa.date32()),
     ("records", pa.int64()), ("events", pa.int64()), ("bad_rows", pa.int64()), ("duplicates", pa.int64()),
     ("balanced", pa.bool_()),
+    ("status", pa.string()), ("reason", pa.string()),  # as in FILE_COUNTS
 ])
-"""A run's row accounting, one row per raw file: records = events + bad rows + duplicates
-(transforms.manifest); the warehouse's `run_files`."""
+"""A run's row accounting, one row per raw file: records = events + bad rows + duplicates, and
+never balanced when the file failed (transforms.manifest); the warehouse's `run_files`."""
 
 CHECKS = pa.schema([
     ("run_id", pa.string()), ("as_of_date", pa.date32()), ("suite", pa.string()), ("expectation", pa.string()),

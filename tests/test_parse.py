@@ -68,9 +68,14 @@ def parse(source: str, text: str | bytes, file_date: date | None = DAY, spec=Non
 
 
 # --- built-in sources, exact values --------------------------------------------------
-def test_web_fixture_offsets_blank_lines_and_hashed_ids():
-    events, read = parse_fixture("web")
-    assert read == 4  # the blank line is not a record
+def test_web_fixture_offsets_blank_lines_and_a_record_without_its_id():
+    [(path, _), (path_2, _)] = source_files(SPECS["web"], RAW, DAY)
+    first = parse_file(SPECS["web"], path, data_dir=RAW, file_date=DAY)
+    assert first.records_read == 3  # the blank line is not a record
+    # line 4 has no message_id: a bad row, not an invented id (a re-delivery would get another)
+    assert first.bad_rows.select(["source_line", "reason", "detail"]).to_pylist() == [
+        {"source_line": 4, "reason": "missing_event_id", "detail": "event id field 'message_id' is missing or empty"}]
+    events = first.events.to_pylist() + parse_file(SPECS["web"], path_2, data_dir=RAW, file_date=DAY).events.to_pylist()
     keys = ("event_id", "anonymous_id", "user_id", "event_type", "ts", "page", "attributes", "source_file", "source_line")
     assert [pick(e, *keys) for e in events] == [
         {"event_id": "web:w-1", "anonymous_id": "a-1", "user_id": None, "event_type": "page_view",
@@ -81,16 +86,17 @@ def test_web_fixture_offsets_blank_lines_and_hashed_ids():
          "ts": utc(2026, 1, 5, 9, 0, 0), "page": "/signup",  # +02:00 honoured
          "attributes": '{"message_type":"track","user_agent":"Mozilla/5.0"}',
          "source_file": "web/2026-01-05/part-000.jsonl", "source_line": 2},
-        {"event_id": "web:" + hashlib.md5(b"web\x1fweb/2026-01-05/part-000.jsonl\x1f4").hexdigest()[:20],
-         "anonymous_id": "a-2", "user_id": None, "event_type": "page_view",
-         "ts": utc(2026, 1, 5, 23, 59, 59, 999999), "page": None, "attributes": '{"message_type":"page"}',
-         "source_file": "web/2026-01-05/part-000.jsonl", "source_line": 4},
         {"event_id": "web:w-4", "anonymous_id": "a-3", "user_id": None, "event_type": "page_view",
          "ts": utc(2026, 1, 5, 8), "page": "/", "attributes": '{"message_type":"page"}',
          "source_file": "web/2026-01-05/part-001.jsonl", "source_line": 1},
     ]
     assert all(e["channel"] == "web" and e["customer_id"] is None and e["source_date"] == DAY for e in events)
-    assert events[2]["event_id"] == stable_event_id("web", "web/2026-01-05/part-000.jsonl", 4)
+    # a spec that names no id field hashes source, file and line, the same in SQL and Python
+    hashed = parse_file(replace(SPECS["web"], event_id=None), path, data_dir=RAW, file_date=DAY).events
+    assert hashed.select(["event_id", "ts", "source_line"]).to_pylist()[2] == {
+        "event_id": "web:" + hashlib.md5(b"web\x1fweb/2026-01-05/part-000.jsonl\x1f4").hexdigest()[:20],
+        "ts": utc(2026, 1, 5, 23, 59, 59, 999999), "source_line": 4}
+    assert hashed["event_id"][2].as_py() == stable_event_id("web", "web/2026-01-05/part-000.jsonl", 4)
 
 
 def test_email_fixture_epoch_seconds_and_email_normalisation():
@@ -178,8 +184,8 @@ def test_event_ids_are_stable_across_runs():
 
 def test_epoch_milliseconds_and_decimal_numbers():
     spec = replace(SPECS["email"], timestamp=replace(SPECS["email"].timestamp, format="epoch_ms"))
-    text = '{"event": "open", "email": "a@example.com", "timestamp": 1767607353250}\n' \
-           '{"event": "open", "email": "a@example.com", "timestamp": "1767607353250.5"}\n'
+    text = '{"sg_event_id": "e-1", "event": "open", "email": "a@example.com", "timestamp": 1767607353250}\n' \
+           '{"sg_event_id": "e-2", "event": "open", "email": "a@example.com", "timestamp": "1767607353250.5"}\n'
     assert parse("email", text, spec=spec).events["ts"].to_pylist() == [
         utc(2026, 1, 5, 10, 2, 33, 250000), utc(2026, 1, 5, 10, 2, 33, 250500)]
 
@@ -239,7 +245,7 @@ def test_bad_row_reason_jsonl(reason, bad_record, detail):
 
 def test_bad_row_invalid_utf8_keeps_bytes_as_escapes():
     bad = b'{"event": "page_view", "anonymous_id": "caf\xe9", "timestamp": "2026-01-05T10:00:00Z"}'
-    ok_with_replacement_char = '{"event": "page_view", "anonymous_id": "\ufffd", "timestamp": "2026-01-05T10:00:00Z"}'
+    ok_with_replacement_char = '{"message_id": "m", "event": "page_view", "anonymous_id": "\ufffd", "timestamp": "2026-01-05T10:00:00Z"}'
     data = WEB_OK.encode() + b"\n" + bad + b"\r\n" + ok_with_replacement_char.encode() + b"\n"
     result = parse("web", data)
     assert result.events["anonymous_id"].to_pylist() == ["a", "\ufffd"]
@@ -336,7 +342,7 @@ def test_bad_row_malformed_csv_wrong_column_count():
 
 
 def test_bad_row_unknown_event_type_checks_closed_vocabulary():
-    text = ('{"event": "open", "email": "a@example.com", "timestamp": 1767607353}\n'
+    text = ('{"sg_event_id": "e-1", "event": "open", "email": "a@example.com", "timestamp": 1767607353}\n'
             '{"event": "foo", "email": "a@example.com", "timestamp": 1767607353}\n')
     result = parse("email", text)
     assert result.bad_rows.select(["source_line", "reason", "detail"]).to_pylist() == [{
@@ -346,7 +352,7 @@ def test_bad_row_unknown_event_type_checks_closed_vocabulary():
 
 def test_bad_row_unknown_channel_read_per_record():
     spec = replace(SPECS["web"], channel=None, channel_field="medium")
-    text = ('{"event": "page_view", "anonymous_id": "a", "timestamp": "2026-01-05T10:00:00Z", "medium": "App"}\n'
+    text = ('{"message_id": "m", "event": "page_view", "anonymous_id": "a", "timestamp": "2026-01-05T10:00:00Z", "medium": "App"}\n'
             '{"event": "page_view", "anonymous_id": "a", "timestamp": "2026-01-05T10:00:00Z", "medium": "fax"}\n'
             '{"event": "page_view", "anonymous_id": "a", "timestamp": "2026-01-05T10:00:00Z"}\n')
     result = parse("web", text, spec=spec)
@@ -380,8 +386,8 @@ def test_bad_row_wrong_type_seconds_between():
 
 
 def test_clock_limits_are_inclusive_of_the_allowed_edge():
-    text = ('{"event": "e", "anonymous_id": "a", "timestamp": "2026-01-06T00:59:59.999999Z"}\n'
-            '{"event": "e", "anonymous_id": "a", "timestamp": "2025-12-29T00:00:00Z"}\n')
+    text = ('{"message_id": "m1", "event": "e", "anonymous_id": "a", "timestamp": "2026-01-06T00:59:59.999999Z"}\n'
+            '{"message_id": "m2", "event": "e", "anonymous_id": "a", "timestamp": "2025-12-29T00:00:00Z"}\n')
     assert parse("web", text).bad_rows.num_rows == 0
     tight = ParseLimits(max_clock_skew=timedelta(0))
     assert parse("web", text, limits=tight).bad_rows["reason"].to_pylist() == ["clock_skew"]
@@ -560,10 +566,10 @@ def test_dedupe_keeps_the_first_occurrence_and_counts_duplicates():
     events = parse_file(SPECS["web"], path, data_dir=RAW, file_date=file_date).events
     redelivered = pa.concat_tables([events.slice(1), events, events.slice(0, 1)])
     unique, removed = dedupe(redelivered)
-    assert removed == 3
-    assert unique.num_rows == 3
+    assert removed == 2
+    assert unique.num_rows == 2
     assert sorted(unique["event_id"].to_pylist()) == sorted(events["event_id"].to_pylist())
-    assert unique["source_line"].to_pylist() == [2, 4, 1]  # input order kept
+    assert unique["source_line"].to_pylist() == [2, 1]  # input order kept
     assert dedupe(events)[1] == 0
 
 
@@ -646,7 +652,7 @@ def test_parse_files_clock_checks_use_each_records_own_file_day(tmp_path):
 def test_parse_files_with_dated_and_undated_files_checks_only_the_dated(tmp_path):
     spec = replace(SPECS["web"], path="web/**/*.jsonl")
     (tmp_path / "web" / "old").mkdir(parents=True)
-    line = '{"event": "page_view", "anonymous_id": "a", "timestamp": "2020-01-01T00:00:00Z"}\n'
+    line = '{"message_id": "m", "event": "page_view", "anonymous_id": "a", "timestamp": "2020-01-01T00:00:00Z"}\n'
     (tmp_path / "web/old/x.jsonl").write_text(line)
     (tmp_path / "web/y.jsonl").write_text(line)
     files = [(str(tmp_path / "web/old/x.jsonl"), None), (str(tmp_path / "web/y.jsonl"), DAY)]
@@ -662,7 +668,7 @@ def test_parse_files_parquet_with_different_schemas_and_xes(tmp_path):
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "helpdesk" / "a.parquet")
     pq.write_table(pa.Table.from_pylist([{**r, "org:resource": "Value 1"} for r in rows]), tmp_path / "helpdesk" / "b.parquet")
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "helpdesk" / "c.parquet")
-    spec = replace(SPECS["helpdesk"], format="parquet", path="helpdesk/*.parquet")
+    spec = replace(SPECS["helpdesk"], format="parquet", path="helpdesk/*.parquet", attributes=())
     files = source_files(spec, tmp_path)
     batch = assert_batch_equals_file_by_file(spec, files, tmp_path)
     assert batch.bad_rows.select(["source_file", "reason", "raw_text"]).to_pylist() == [

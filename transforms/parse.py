@@ -7,16 +7,26 @@ into records (raw_records), the query that validates records and extracts events
 events and bad rows with their raw text (here). `parse_files` parses a batch of one source's
 files with one connection and one query, so the fixed cost of a query (connecting, planning
 a large statement) is paid once per batch, not once per file; `parse_file` and `parse_bytes`
-are a batch of one. Nothing is dropped: `records_read == events + bad_rows`, per call.
+are a batch of one. Nothing is dropped: `records_read == events + bad_rows`, per call, and a
+file that cannot be read as its spec says (FileFailure) is reported, never skipped: the
+ingest accounts for it as a failed file, the other entry points raise.
+
+Raw files may be compressed (one suffix Beam's FileSystems knows: COMPRESSION_SUFFIXES);
+`read_raw` decompresses them for every reader and `source_files` lists them under the
+spec's pattern without the suffix.
 
 The identity (CRM) reader and the normalisation functions live in identity_table; they and
 `ParseLimits`/`stable_event_id` are re-exported here, the import path callers use.
 """
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import os
 import re
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Sequence
@@ -24,45 +34,58 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import zstandard
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from journey_defs.canonical import BAD_ROW_SCHEMA, CANONICAL_SCHEMA
 from journey_defs.source_spec import SourceSpec
 from transforms.identity_table import normalize_email, normalize_phone, read_identity_table
-from transforms.raw_records import FILE_COLUMN, Records, read_records
+from transforms.raw_records import FILE_COLUMN, FileFailure, Records, read_records
 from transforms.sql_session import reused_connection
 from transforms.validation_sql import ParseLimits, events_query, stable_event_id
 
 __all__ = [
-    "STAGE", "ParseLimits", "ParseResult", "source_files", "relative_name", "parse_file", "parse_files", "parse_bytes", "dedupe",
+    "STAGE", "ParseLimits", "ParseResult", "FileFailure", "COMPRESSION_SUFFIXES", "source_files", "unmatched_day_files",
+    "relative_name", "read_raw", "read_files", "parse_file", "parse_files", "parse_bytes", "parse_contents", "dedupe",
     "read_identity_table", "normalize_email", "normalize_phone", "stable_event_id",
 ]
 
 STAGE = "parse"
 
 
+COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst", ".zstd", ".deflate", ".xz", ".lzma")
+"""Name suffixes (any case) Beam's CompressionTypes.detect_compression_type recognises; a raw
+file of an events source may carry one and is decompressed on reading."""
+
+
 @dataclass(frozen=True)
 class ParseResult:
-    """Events and bad rows of one file or batch; `records_read == events + bad_rows`, always."""
+    """Events and bad rows of one file or batch; `records_read == events + bad_rows`, always.
+    `failed`: source_file -> why a file of the batch was not read (its records are in none
+    of the counts)."""
 
     events: pa.Table
     bad_rows: pa.Table
     records_read: int
+    failed: dict[str, FileFailure] = field(default_factory=dict)
 
 
 # --- files ---------------------------------------------------------------------------
 def source_files(spec: SourceSpec, data_dir: str | Path, day: date | None = None) -> list[tuple[str, date | None]]:
     """The spec's files under data_dir with their day partition (None for paths without
-    {date}, which are returned whatever `day` is), sorted. Listed through Beam's
-    FileSystems, so data_dir may be local or gs://, s3://... A directory that looks like a
-    day but is not a real date fails loudly instead of being skipped."""
-    root = str(data_dir).rstrip("/") or "/"
+    {date}, which are returned whatever `day` is), sorted. An events source's file matches
+    also with one compression suffix (web/2026-01-05/events.jsonl.gz for web/{date}/*.jsonl).
+    Listed through Beam's FileSystems, so data_dir may be local or gs://, s3://... A directory
+    that looks like a day but is not a real date fails loudly instead of being skipped."""
+    root = _root(data_dir)
     dated = "{date}" in spec.path
     date_at = re.compile(_glob_regex(spec.path))
+    suffixes = _suffixes(spec)
     listed = spec.path.replace("{date}", day.isoformat()) if day and dated else spec.path
     found = []
-    for path in _matching_files(f"{root}/{listed}"):
-        match = date_at.fullmatch(path[len(root) + 1:])
+    for path in _matching_files(f"{root}/{listed}", suffixes):
+        match = _match_name(date_at, path[len(root) + 1:], suffixes)
         if match is None:
             continue
         file_date = None
@@ -77,14 +100,74 @@ def source_files(spec: SourceSpec, data_dir: str | Path, day: date | None = None
     return sorted(found)
 
 
-def _matching_files(pattern: str) -> list[str]:
-    """Candidate files for a glob: the path itself when it has no wildcard, else every file
-    under its literal directory (the caller filters by its exact regex: Beam's own glob
-    reads `**/` differently)."""
+def unmatched_day_files(spec: SourceSpec, data_dir: str | Path, day: date) -> list[str]:
+    """Files of `day`'s folder of a dated source that its path does not match, sorted: what a
+    day delivered that this source leaves unread. The day folder is the pattern's directory
+    that holds {date} (day filled in) and the literal directories after it, e.g. web/2026-01-05/
+    for web/{date}/*.jsonl, searched recursively; a pattern with {date} only in the file name
+    has no day folder (its directory holds every day)."""
+    folder = _day_folder(spec.path)
+    if folder is None:
+        return []
+    root = _root(data_dir)
+    filled = folder.replace("{date}", day.isoformat())
+    inside = re.compile(_glob_regex(filled + "/"))
+    read = {path for path, _ in source_files(spec, data_dir, day)}
+    return sorted(path for path in _files_under(_literal_dir(f"{root}/{filled}/"))
+                  if path not in read and inside.match(path[len(root) + 1:]))
+
+
+def _day_folder(pattern: str) -> str | None:
+    dirs = pattern.split("/")[:-1]
+    at = next((i for i, d in enumerate(dirs) if "{date}" in d), None)
+    if at is None:
+        return None
+    end = at + 1
+    while end < len(dirs) and not re.search(r"[*?\[]", dirs[end]):
+        end += 1
+    return "/".join(dirs[:end])
+
+
+def _root(data_dir: str | Path) -> str:
+    return str(data_dir).rstrip("/") or "/"
+
+
+def _suffixes(spec: SourceSpec) -> tuple[str, ...]:
+    """Compression suffixes a spec's files may carry. Events sources only: the identity (CRM)
+    reader reads its file's bytes as they are (transforms.identity_table)."""
+    return COMPRESSION_SUFFIXES if spec.kind == "events" else ()
+
+
+def _match_name(regex: re.Pattern, name: str, suffixes: tuple[str, ...]) -> re.Match | None:
+    """The pattern's match of `name`, or of `name` without one compression suffix."""
+    match = regex.fullmatch(name)
+    stem = _without_compression(name, suffixes)
+    return match if match or stem == name else regex.fullmatch(stem)
+
+
+def _without_compression(name: str, suffixes: tuple[str, ...]) -> str:
+    lower = name.lower()
+    return next((name[:-len(s)] for s in suffixes if lower.endswith(s)), name)
+
+
+def _matching_files(pattern: str, suffixes: tuple[str, ...] = ()) -> list[str]:
+    """Candidate files for a glob: the path itself (or compressed) when it has no wildcard,
+    else every file under its literal directory (the caller filters by its exact regex:
+    Beam's own glob reads `**/` differently)."""
     literal = re.match(r"[^*?\[{]*", pattern).group(0)
     if literal == pattern:
-        return [pattern] if FileSystems.exists(pattern) and not os.path.isdir(pattern) else []
-    base = literal[:literal.rfind("/") + 1]
+        return [p for p in (pattern, *(pattern + s for s in suffixes))
+                if FileSystems.exists(p) and not os.path.isdir(p)]
+    return _files_under(_literal_dir(pattern))
+
+
+def _literal_dir(pattern: str) -> str:
+    """The directory of a glob up to its first wildcard, with its trailing '/'."""
+    literal = re.match(r"[^*?\[{]*", pattern).group(0)
+    return literal[:literal.rfind("/") + 1]
+
+
+def _files_under(base: str) -> list[str]:
     return [m.path for m in FileSystems.match([base + "**"])[0].metadata_list]
 
 
@@ -97,6 +180,58 @@ def relative_name(path: str | Path, data_dir: str | Path) -> str:
     if not path.startswith(prefix):
         raise ValueError(f"{path} is not under {root}")
     return path[len(prefix):]
+
+
+def read_raw(path: str | Path) -> bytes:
+    """A raw file's bytes, decompressed when its name ends in a compression suffix (the
+    codecs Beam's FileSystems uses for it). Read through FileSystems as stored and
+    decompressed whole here: Beam's AUTO decompression returns what came before a truncation
+    without a word; here a truncated or corrupt file is a FileFailure. An empty file is empty."""
+    path = str(path)
+    kind = CompressionTypes.detect_compression_type(path)
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+        data = stream.read()
+    if kind == CompressionTypes.UNCOMPRESSED or not data:
+        return data
+    try:
+        return _DECOMPRESS[kind](data)
+    except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError, zstandard.ZstdError) as exc:
+        raise FileFailure(f"cannot decompress as {kind}: {exc}") from None
+
+
+def _zstd(data: bytes) -> bytes:
+    """Every frame, each to its end (a frame cut short raises)."""
+    out = []
+    while data:
+        frame = zstandard.ZstdDecompressor(max_window_size=2**31).decompressobj()
+        out.append(frame.decompress(data))
+        if not frame.eof:
+            raise EOFError("compressed data ended before the end of its frame")
+        data = frame.unused_data
+    return b"".join(out)
+
+
+_DECOMPRESS = {
+    CompressionTypes.GZIP: gzip.decompress,
+    CompressionTypes.BZIP2: bz2.decompress,
+    CompressionTypes.LZMA: lzma.decompress,  # .xz and legacy .lzma, as Beam's LZMADecompressor
+    CompressionTypes.DEFLATE: zlib.decompress,  # zlib-wrapped, as Beam's zlib.decompressobj()
+    CompressionTypes.ZSTD: _zstd,
+}
+
+
+def read_files(files: Sequence[tuple[str | Path, date | None]], data_dir: str | Path,
+               ) -> list[tuple[str, bytes | FileFailure, date | None]]:
+    """(source_file, bytes, file_date) of each (path, file_date); a file that cannot be
+    decompressed keeps its place with its FileFailure instead of bytes."""
+    out = []
+    for path, file_date in files:
+        try:
+            data = read_raw(path)
+        except FileFailure as failure:
+            data = failure
+        out.append((relative_name(path, data_dir), data, file_date))
+    return out
 
 
 def _glob_regex(pattern: str) -> str:
@@ -122,7 +257,8 @@ def parse_file(
     spec: SourceSpec, path: str | Path, *, data_dir: str | Path, file_date: date | None,
     limits: ParseLimits = ParseLimits(),
 ) -> ParseResult:
-    """Parse one file; `source_file` is recorded relative to data_dir."""
+    """Parse one file; `source_file` is recorded relative to data_dir. Raises FileFailure
+    when the file cannot be read as its spec says."""
     return parse_files(spec, [(path, file_date)], data_dir=data_dir, limits=limits)
 
 
@@ -132,33 +268,51 @@ def parse_files(
 ) -> ParseResult:
     """Parse a batch of (path, file_date) of one spec with one query: the same rows, in the
     same order, as concatenating `parse_file` of each. Clock checks use each record's own
-    file date. Memory grows with the batch: pass a day's files or a few, not a data lake."""
-    return _parse(spec, [
-        (relative_name(path, data_dir), Path(path).read_bytes(), file_date) for path, file_date in files
-    ], limits)
+    file date. Memory grows with the batch: pass a day's files or a few, not a data lake.
+    Raises FileFailure naming every file that cannot be read as its spec says."""
+    return _strict(_parse(spec, read_files(files, data_dir), limits))
 
 
 def parse_bytes(
     spec: SourceSpec, data: bytes, *, source_file: str, file_date: date | None,
     limits: ParseLimits = ParseLimits(),
 ) -> ParseResult:
-    """Parse one file's bytes into canonical events and bad rows (nothing dropped)."""
-    return parse_contents(spec, [(source_file, data, file_date)], limits)
+    """Parse one file's bytes into canonical events and bad rows (nothing dropped); raises
+    FileFailure when they cannot be read as the spec says."""
+    return _strict(parse_contents(spec, [(source_file, data, file_date)], limits))
 
 
-def parse_contents(spec: SourceSpec, inputs: Sequence[tuple[str, bytes, date | None]],
+def parse_contents(spec: SourceSpec, inputs: Sequence[tuple[str, bytes | FileFailure, date | None]],
                    limits: ParseLimits = ParseLimits()) -> ParseResult:
-    """Parse a batch of (source_file, bytes, file_date) already read by the caller (e.g. via
-    Beam's filesystems, so gs:// and s3:// inputs work the same)."""
+    """Parse a batch of (source_file, bytes, file_date) already read by the caller (read_files:
+    through Beam's filesystems, so gs:// and s3:// inputs work the same). Files that cannot be
+    read as the spec says (a FileFailure in place of bytes, or from the reader) are in
+    `failed`; the others are parsed as if they were alone."""
     return _parse(spec, inputs, limits)
 
 
-def _parse(spec: SourceSpec, inputs: Sequence[tuple[str, bytes, date | None]], limits: ParseLimits) -> ParseResult:
+def _strict(result: ParseResult) -> ParseResult:
+    if result.failed:
+        raise FileFailure("; ".join(f"{name}: {failure}" for name, failure in result.failed.items()),
+                          sum(f.records for f in result.failed.values()))
+    return result
+
+
+def _parse(spec: SourceSpec, inputs: Sequence[tuple[str, bytes | FileFailure, date | None]],
+           limits: ParseLimits) -> ParseResult:
     """(source_file, bytes, file_date) of one spec -> one ParseResult. Files whose records
     share a shape (always, except Parquet files with different schemas) share one query."""
     if spec.kind != "events":
         raise ValueError(f"source '{spec.name}' is a {spec.kind} source; use read_identity_table")
-    records = [read_records(spec, data, i) for i, (_, data, _) in enumerate(inputs)]
+    records, failed = [], {}
+    for i, (source_file, data, _) in enumerate(inputs):
+        if isinstance(data, FileFailure):
+            failed[source_file] = data
+            continue
+        try:
+            records.append(read_records(spec, data, i))
+        except FileFailure as failure:
+            failed[source_file] = failure
     files = [(source_file, file_date) for source_file, _, file_date in inputs]
     events, bad_rows = [], []
     with reused_connection(spec.timestamp.timezone) as con:
@@ -177,6 +331,7 @@ def _parse(spec: SourceSpec, inputs: Sequence[tuple[str, bytes, date | None]], l
         events=pa.concat_tables(events) if events else CANONICAL_SCHEMA.empty_table(),
         bad_rows=pa.concat_tables(bad_rows) if bad_rows else BAD_ROW_SCHEMA.empty_table(),
         records_read=sum(r.table.num_rows for r in records),
+        failed=failed,
     )
 
 

@@ -7,6 +7,10 @@ line of each record, a pre-check reason for records the reader already knows are
 yields the spec's raw fields as strings. Validation then happens once, in SQL, for all
 formats (validation_sql). JSONL, the hot path, never creates a Python object per record:
 lines become an Arrow array straight from the file's bytes and the JSON is read in SQL.
+
+A file whose header or schema lacks a field the spec reads is not read at all (FileFailure):
+reading it would give every record NULL there (or, for an id, an invented one) without a word.
+JSONL and XES have no header, so such gaps are decided per record, in SQL.
 """
 from __future__ import annotations
 
@@ -34,6 +38,24 @@ _BOM = b"\xef\xbb\xbf"
 _NL_CHUNK = 1 << 22
 
 
+class FileFailure(ValueError):
+    """A whole file that cannot be read as its spec says (not decompressible, not Parquet, a
+    column the spec reads is missing): none of its records becomes an event or a bad row, so
+    the run accounts for it as a failed file. `records` is its number of data rows when known."""
+
+    def __init__(self, reason: str, records: int = 0):
+        super().__init__(reason)
+        self.records = records
+
+
+class _MissingFields(Exception):
+    """Raised by a reader whose header/schema lacks `paths`; read_records names their roles."""
+
+    def __init__(self, paths: list[str], has: str, records: int):
+        super().__init__(paths)
+        self.paths, self.has, self.records = paths, has, records
+
+
 @dataclass
 class Records:
     """A reader's output. `table` is registered as `src`; `relation` is SQL over it yielding
@@ -53,20 +75,59 @@ class Records:
 
 
 def read_records(spec: SourceSpec, data: bytes, file_index: int = 0) -> Records:
-    """The records of one file's bytes; `file_index` fills FILE_COLUMN."""
+    """The records of one file's bytes; `file_index` fills FILE_COLUMN. Raises FileFailure
+    when the file's header or schema lacks a field the spec reads, or it is no Parquet file."""
     paths = spec.referenced_fields()
-    if spec.format == "jsonl":
-        records = _jsonl_records(data, paths)
-    elif spec.format == "parquet":
-        records = _parquet_records(data, paths)
-    else:
-        with _cyclic_gc_paused():
-            if spec.format == "csv":
-                records = _csv_records(data, paths, spec.delimiter)
-            else:
-                records = _xes_records(data, paths)
+    try:
+        if spec.format == "jsonl":
+            records = _jsonl_records(data, paths)
+        elif spec.format == "parquet":
+            records = _parquet_records(data, paths)
+        else:
+            with _cyclic_gc_paused():
+                if spec.format == "csv":
+                    records = _csv_records(data, paths, spec.delimiter)
+                else:
+                    records = _xes_records(data, paths)
+    except _MissingFields as missing:
+        raise FileFailure(_missing_message(spec, missing), missing.records) from None
     index = pa.array(np.full(records.table.num_rows, file_index, np.int32))
     return replace(records, table=records.table.append_column(FILE_COLUMN, index))
+
+
+def _missing_message(spec: SourceSpec, missing: _MissingFields) -> str:
+    """E.g. "no column 'call_id' (the phone spec's event_id); the header has call_number, …"."""
+    roles = _field_roles(spec)
+    names = ", ".join(f"'{p}'" for p in missing.paths)
+    noun = "column" if len(missing.paths) == 1 else "columns"
+    return f"no {noun} {names} (the {spec.name} spec's {', '.join(roles[p] for p in missing.paths)}); {missing.has}"
+
+
+def _field_roles(spec: SourceSpec) -> dict[str, str]:
+    """What the spec reads each raw field for (its keys in the YAML), for messages."""
+    roles: dict[str, list[str]] = {}
+    add = lambda path, role: roles.setdefault(path, []).append(role)  # noqa: E731
+    if spec.timestamp:
+        add(spec.timestamp.field, "timestamp")
+    if spec.event_type and spec.event_type.field:
+        add(spec.event_type.field, "event_type")
+    if spec.channel_field:
+        add(spec.channel_field, "channel")
+    if spec.event_id:
+        add(spec.event_id, "event_id")
+    for key, path in spec.identity:
+        add(path, f"identity.{key}")
+    for field in spec.fields:
+        for path in field.seconds_between or (field.path,):
+            add(path, f"fields.{field.name}")
+    for name, path in spec.attributes:
+        add(path, f"attributes.{name}")
+    return {path: " and ".join(r) for path, r in roles.items()}
+
+
+def _listing(names: Sequence[str], limit: int = 12) -> str:
+    shown = ", ".join(names[:limit]) + (", …" if len(names) > limit else "")
+    return shown or "no columns"
 
 
 @contextmanager
@@ -268,6 +329,9 @@ def _csv_records(data: bytes, paths: Sequence[str], delimiter: str) -> Records:
     at = next((i for i, r in enumerate(rows) if isinstance(r[2], list)), len(rows))
     header = rows[at][2] if at < len(rows) else []
     rows = rows[:at] + rows[at + 1:]  # rows before the header can only be CSV errors
+    missing = [p for p in paths if p not in header]
+    if header and missing:
+        raise _MissingFields(missing, "the header has " + _listing(header), len(rows))
     width, filler = len(header), (None,) * len(header)
     pre: dict[int, tuple[str, str]] = {}
     for i, (a, b, row) in enumerate(rows):
@@ -293,19 +357,18 @@ def _csv_records(data: bytes, paths: Sequence[str], delimiter: str) -> Records:
 
 def _parquet_records(data: bytes, paths: Sequence[str]) -> Records:
     """Rows as read by pyarrow; fields are cast to text in SQL (nested paths = struct members)."""
-    table = pq.read_table(pa.BufferReader(data))
-    names = set(table.column_names)
+    try:
+        table = pq.read_table(pa.BufferReader(data))
+    except pa.ArrowException as exc:
+        raise FileFailure(f"not a readable Parquet file: {exc}") from None
+    columns = {p: _struct_path(table.schema, p) for p in paths}
+    missing = [p for p, parts in columns.items() if parts is None]
+    if missing:
+        raise _MissingFields(missing, "the schema has " + _listing(_leaf_paths(table.schema)), table.num_rows)
     src = table.append_column("__line__", pa.array(np.arange(1, table.num_rows + 1, dtype=np.int64)))
-
-    def ref(path: str) -> str:
-        if path in names:
-            return '"' + path.replace('"', '""') + '"'
-        parts = path.split(".")
-        if parts[0] in names and pa.types.is_struct(table.schema.field(parts[0]).type):
-            return ".".join('"' + p.replace('"', '""') + '"' for p in parts)
-        return "NULL"
-
-    fields = ", ".join(f"CAST({ref(p)} AS VARCHAR) AS f_{i}" for i, p in enumerate(paths))
+    fields = ", ".join(
+        "CAST(" + ".".join('"' + part.replace('"', '""') + '"' for part in columns[p]) + f" AS VARCHAR) AS f_{i}"
+        for i, p in enumerate(paths))
     relation = f'SELECT "{FILE_COLUMN}", "__line__" AS line, NULL::VARCHAR AS pre_reason, NULL::VARCHAR AS pre_detail, {fields} FROM src'
 
     def raw_text(indices: np.ndarray) -> list[str]:
@@ -313,6 +376,32 @@ def _parquet_records(data: bytes, paths: Sequence[str]) -> Records:
         return [json.dumps(row, default=str, ensure_ascii=False) for row in rows]
 
     return Records(src, relation, raw_text=raw_text, line_column="__line__")
+
+
+def _struct_path(schema: pa.Schema, path: str) -> list[str] | None:
+    """The column (or the column and struct members) a spec path names; None when absent."""
+    if path in schema.names:
+        return [path]
+    parts = path.split(".")
+    if parts[0] not in schema.names:
+        return None
+    field = schema.field(parts[0])
+    for part in parts[1:]:
+        if not pa.types.is_struct(field.type) or field.type.get_field_index(part) < 0:
+            return None
+        field = field.type.field(part)
+    return parts
+
+
+def _leaf_paths(fields, prefix: str = "") -> list[str]:
+    """Dotted paths of every non-struct field (how a spec names nested members)."""
+    out = []
+    for field in fields:
+        if pa.types.is_struct(field.type):
+            out += _leaf_paths(list(field.type), f"{prefix}{field.name}.")
+        else:
+            out.append(prefix + field.name)
+    return out
 
 
 _XES_VALUES = {"string", "date", "int", "float", "boolean", "id"}

@@ -54,7 +54,8 @@ def events_query(
 
 
 def stable_event_id(source: str, source_file: str, line: int) -> str:
-    """The id of a record without a source id (same as the SQL): source + md5 of file and line."""
+    """The id of a record of a spec that names no id field (same as the SQL): source + md5 of file
+    and line."""
     digest = hashlib.md5(f"{source}\x1f{source_file}\x1f{line}".encode()).hexdigest()[:20]
     return f"{source}:{digest}"
 
@@ -148,9 +149,15 @@ def _events_sql(spec: SourceSpec, relation: str, limits: ParseLimits, dated: boo
                        f"'timestamp ' || _utc(_ts) || ' is before the start of file day ' || CAST(_source_date AS VARCHAR) || "
                        f"{_lit(f' - {limits.allowed_lateness} allowed lateness')}"))
 
-    event_id = f"{_lit(spec.name + ':')} || " + (
-        f"coalesce({col[spec.event_id]}, " if spec.event_id else "("
-    ) + f"left(md5({_lit(spec.name + chr(31))} || _source_file || {_lit(chr(31))} || CAST(line AS VARCHAR)), 20))"
+    if spec.event_id:
+        # Never a hash in place of a missing id: a re-delivered copy would get another one.
+        # Checked last, so a record with another defect keeps that reason.
+        checks.append((f"{col[spec.event_id]} IS NULL", "'missing_event_id'",
+                       _lit(f"event id field '{spec.event_id}' is missing or empty")))
+        event_id = f"{_lit(spec.name + ':')} || {col[spec.event_id]}"
+    else:
+        event_id = (f"{_lit(spec.name + ':')} || left(md5({_lit(spec.name + chr(31))} || _source_file || "
+                    f"{_lit(chr(31))} || CAST(line AS VARCHAR)), 20)")
     attributes = _attributes_sql([(name, col[path]) for name, path in spec.attributes])
     # `_bad` is cheap boolean work for every row; the reason and detail CASEs run only on bad rows.
     bad = "coalesce(" + " OR ".join(f"({c})" for c, _, _ in checks) + ", false)"
