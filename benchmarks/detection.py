@@ -60,7 +60,8 @@ def build(sample: Sample, work: Path) -> tuple[str, float]:
     """Generate the sample and run the pipeline for each of its nights (skipped when done before)."""
     from generator.generate import GenerateConfig, generate
     from journey_defs.loader import BUILTIN_JOURNEYS, load_journey
-    from pipelines.journey_pipeline import RunConfig, run
+    from flows.night import stage_and_commit as run
+    from pipelines.journey_pipeline import RunConfig
 
     root = work / sample.name
     if (root / "built").exists():

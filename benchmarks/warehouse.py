@@ -20,7 +20,8 @@ import duckdb
 
 from generator.generate import GenerateConfig, generate
 from journey_defs.loader import BUILTIN_JOURNEYS, load_journey
-from pipelines.journey_pipeline import RunConfig, run
+from flows.night import stage_and_commit as run
+from pipelines.journey_pipeline import RunConfig
 from warehouse.publish import publish
 from warehouse.views import VIEWS
 

@@ -14,8 +14,7 @@ import pyarrow as pa
 from expectations.run_context import GateLimits, RunContext
 from journey_defs.canonical import CANONICAL_SCHEMA
 from journey_defs.outputs import JOURNEY_STAGES, JOURNEYS, MANIFEST, OFF_MAP_COUNTS, SESSIONS, STAGE_DAILY
-from transforms import lake
-from transforms.sql_session import insert_parquet
+from lake.load import insert_parquet
 
 UNRESOLVED_PREFIXES = ("anonymous_id:", "email:", "phone:")
 
@@ -31,7 +30,7 @@ def load(context: RunContext, limits: GateLimits) -> Frames:
     try:
         con.execute("SET enable_progress_bar = false")
         staged = lambda name, table, schema, columns, days: _scan(  # noqa: E731
-            con, name, context.staging, table, days, schema, columns)
+            con, name, [f for d in sorted(set(days)) for f in context.staged.files(table, d)], schema, columns)
         staged("events", "events", CANONICAL_SCHEMA,
                ["event_id", "ts", "channel", "event_type", "source", "source_date", "customer_id"], context.days)
         staged("manifest", "manifest", MANIFEST, MANIFEST.names, [context.as_of])
@@ -42,8 +41,8 @@ def load(context: RunContext, limits: GateLimits) -> Frames:
         staged("off_map", "off_map", OFF_MAP_COUNTS, OFF_MAP_COUNTS.names, [context.as_of])
         staged("sessions", "sessions", SESSIONS, ["journey_id", "n_events"], [context.as_of])
         trailing = [context.as_of - timedelta(days=i) for i in range(1, limits.trailing_days + 1)]
-        _scan(con, "earlier_events", context.lake, "events", [d for d in trailing if d not in context.days],
-              CANONICAL_SCHEMA, ["channel", "customer_id", "source_date"])
+        earlier = [f for d in trailing if d not in context.days for f in context.lake.files("events", d, context.sources)]
+        _scan(con, "earlier_events", earlier, CANONICAL_SCHEMA, ["channel", "customer_id", "source_date"])
         con.execute("CREATE TABLE all_days AS SELECT channel, customer_id, source_date FROM events "
                     "UNION ALL SELECT * FROM earlier_events")
         out = Frames({
@@ -75,12 +74,12 @@ def load(context: RunContext, limits: GateLimits) -> Frames:
         con.close()
 
 
-def _scan(con, name: str, root: str, table: str, days, schema: pa.Schema, columns: list[str]) -> None:
-    """Create table `name` with `columns` of the lake partitions of `days` (empty if none)."""
+def _scan(con, name: str, files: list[str], schema: pa.Schema, columns: list[str]) -> None:
+    """Create table `name` with `columns` of the Parquet `files` (empty if none)."""
     con.register("_empty", pa.schema([schema.field(c) for c in columns]).empty_table())
     con.execute(f"CREATE TABLE {name} AS SELECT * FROM _empty")
     con.unregister("_empty")
-    insert_parquet(con, name, [f for d in sorted(set(days)) for f in lake.partition_files(root, table, d)], columns)
+    insert_parquet(con, name, files, columns)
 
 
 def _df(con, sql: str, params=None) -> pd.DataFrame:

@@ -3,11 +3,15 @@ and journeys it covers, and the sets and limits its data must respect."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from datetime import date, datetime, time, timedelta, timezone
 
 from journey_defs.canonical import CHANNELS
 from journey_defs.model import JourneyMap
 from journey_defs.source_spec import SourceSpec
+
+if TYPE_CHECKING:
+    from lake import RunFolder, Snapshot
 
 
 @dataclass(frozen=True)
@@ -28,12 +32,17 @@ class RunContext:
     run_id: str
     as_of: date
     days: tuple[date, ...]               # ingest days of the run
-    staging: str                         # the run's staged lake output
-    lake: str                            # the committed lake (trailing days)
+    staged: RunFolder                    # the run's own, uncommitted lake folder
+    lake: Snapshot                       # the committed lake (trailing days)
     journeys: tuple[JourneyMap, ...]
     specs: dict[str, SourceSpec]
     allowed_lateness: timedelta
     max_clock_skew: timedelta
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The events sources the run read."""
+        return tuple(sorted(name for name, spec in self.specs.items() if spec.kind == "events"))
 
     @property
     def channels(self) -> tuple[str, ...]:

@@ -7,6 +7,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
+from flows.options import DEFAULT_LOCK_TIMEOUT
 from journey_defs.config_yaml import ConfigError
 
 
@@ -17,26 +18,43 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
-        print(f"journeys {args.command}: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:
+        if args.debug:
+            raise
+        code, text = describe_failure(exc)
+        if code is None:
+            raise
+        print(f"journeys {args.command}: {text}", file=sys.stderr)
+        return code
 
 
-def default_lake(data_dir: str) -> str:
-    """DATA/lake; a plain string join, as pathlib would fold gs:// into gs:/."""
-    return data_dir.rstrip("/") + "/lake"
+def describe_failure(exc: BaseException) -> tuple[int | None, str]:
+    """(exit code, one line) for a failure a person can act on; (None, "") for a bug, whose
+    traceback is worth seeing. Busy locks exit 1 (try again later); bad input, bad
+    configuration and file-system failures exit 2, named by path and cause."""
+    from lake import LakeBusy
+    from warehouse.publish import WarehouseBusy
+
+    if isinstance(exc, (LakeBusy, WarehouseBusy)):
+        return 1, str(exc)
+    if isinstance(exc, (ConfigError, ValueError)):
+        return 2, str(exc)
+    failure = _os_error(exc)
+    if failure is not None:
+        where = failure.filename or ""
+        return 2, f"{where}: {failure.strerror or failure}" if where else str(failure.strerror or failure)
+    return None, ""
 
 
-def default_warehouse(data_dir: str) -> str:
-    """DATA/warehouse.duckdb (DuckDB writes local files only)."""
-    return _local(data_dir, "warehouse.duckdb")
-
-
-def _local(data_dir: str, name: str) -> str:
-    """DATA/name for outputs that must be local files; a remote DATA needs an explicit path."""
-    if "://" in data_dir:
-        raise ValueError(f"--data {data_dir} is not local: give the path for {name} explicitly")
-    return str(Path(data_dir) / name)
+def _os_error(exc: BaseException | None) -> OSError | None:
+    """The OSError behind `exc` (Beam re-raises a worker's error wrapped, with its cause)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and (exc.strerror or exc.filename):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _warehouse_location(command: argparse.ArgumentParser) -> None:
@@ -46,8 +64,24 @@ def _warehouse_location(command: argparse.ArgumentParser) -> None:
     where.add_argument("--data", help="data directory whose DATA/warehouse.duckdb to read")
 
 
+def _lock_timeout(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--lock-timeout", type=_seconds, default=DEFAULT_LOCK_TIMEOUT,
+                         help="seconds to wait for another writer of the lake or warehouse (default 3600; "
+                              "0 = fail at once; 'none' = wait without limit)")
+
+
+def _seconds(text: str) -> float | None:
+    if text.lower() == "none":
+        return None
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more (or 'none')")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="journeys", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of a failure")
     commands = parser.add_subparsers(dest="command", required=True)
 
     gen = commands.add_parser("generate", help="write a realistic multi-channel sample with ground truth")
@@ -85,6 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-gate", action="store_true", help="skip the quality gate (not for production)")
     run.add_argument("--off-map-threshold", type=float, default=0.10,
                      help="warn when this share of a journey's events match no touchpoint (default 0.10)")
+    _lock_timeout(run)
     run.add_argument("beam_args", nargs="*", help=argparse.SUPPRESS)
     run.set_defaults(run=_run)
 
@@ -96,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     pub.add_argument("--warehouse", help="DuckDB file (default: DATA/warehouse.duckdb)")
     pub.add_argument("--journey", action="append", default=[], help="also record this journey map (name or YAML)")
     pub.add_argument("--sources-dir", action="append", default=[], type=Path)
+    _lock_timeout(pub)
     pub.set_defaults(run=_publish)
 
     ask = commands.add_parser("query", help="run read-only SQL on the warehouse")
@@ -124,6 +160,7 @@ def _parser() -> argparse.ArgumentParser:
         night.add_argument("--off-map-threshold", type=float, default=0.10)
         night.add_argument("--notify", action="append", default=[],
                            help="Apprise URL for alert notifications (repeatable; also $JOURNEYS_NOTIFY)")
+        _lock_timeout(night)
         night.set_defaults(run=_flow)
 
     serve = commands.add_parser("serve", help="serve the nightly flow on a cron schedule (Prefect deployment)")
@@ -137,6 +174,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--validation-dir")
     serve.add_argument("--buckets", type=int, default=16)
     serve.add_argument("--notify", action="append", default=[], help="Apprise URL (repeatable; also $JOURNEYS_NOTIFY)")
+    _lock_timeout(serve)
     serve.set_defaults(run=_serve)
 
     alerts = commands.add_parser("alerts", help="list rising drop-off alerts from the warehouse")
@@ -183,44 +221,43 @@ def _summary(args) -> int:
 
 
 def _run(args) -> int:
-    from journey_defs.loader import load_journey, resolve_journey
-    from journey_defs.source_spec import available_sources
-    from expectations.run_context import GateLimits
-    from flows.gated_run import gated_run
-    from pipelines.journey_pipeline import DEFAULT_RUNNER_FLAGS, RunConfig, RunFailed
+    from flows.night import run_night
+    from flows.preflight import check_ready, days_between
+    from pipelines.journey_pipeline import RunFailed
 
-    known = available_sources(args.sources_dir)
-    journeys = tuple(load_journey(resolve_journey(name), known_sources=known) for name in args.journey)
-    days = tuple(_days(args.ingest_from, args.date))
-    config = RunConfig(data_dir=args.data, lake=args.lake or default_lake(args.data), journeys=journeys,
-                       as_of=args.date, ingest_days=days, sources_dirs=tuple(map(str, args.sources_dir)),
-                       n_buckets=args.buckets, bad_row_threshold=args.bad_row_threshold,
-                       runner_flags=tuple(args.beam_args) or DEFAULT_RUNNER_FLAGS)
-    limits = GateLimits(bad_row_threshold=args.bad_row_threshold, off_map_share=args.off_map_threshold)
+    options = _options(args)
+    days = days_between(args.ingest_from or args.date, args.date, "--from", "--date")
+    check_ready(options, days)
     try:
-        night = gated_run(config, None if args.no_gate else (args.validation_dir or _local(args.data, "validation")),
-                          None if args.no_publish else (args.warehouse or default_warehouse(args.data)), limits)
+        night = run_night(options, args.date, tuple(days))
     except Exception as exc:
         gate = sys.modules.get("expectations.gate")  # loaded by the gate itself, so its time counts there
         if not isinstance(exc, RunFailed) and not (gate and isinstance(exc, gate.GateFailed)):
             raise
         print(f"journeys run: FAILED, nothing published: {exc}", file=sys.stderr)
         return 1
-    for table, rows in sorted(night.run.rows_written.items()):
+    for table, rows in sorted(night.staged.rows_written.items()):
         print(f"  {table:<15}{rows:>12,} rows")
-    if night.run.gate_seconds is not None:
-        print(f"quality gate: {night.run.gate_seconds:.1f} s of the run's {night.run.seconds:.1f} s "
-              f"({night.run.gate_seconds / night.run.seconds:.0%})")
+    if night.gate is not None:
+        print(f"quality gate: {night.gate.seconds:.1f} s beside the pipeline's {night.staged.seconds:.1f} s")
+    print(f"lake: commit {night.version} ({night.staged.run_id})")
     return 0
 
 
-def _days(first: date | None, last: date) -> list[date]:
-    from datetime import timedelta
+def _options(args, **overrides):
+    """The night's options from a command's arguments (run, nightly, backfill, serve)."""
+    from flows.options import NightOptions
 
-    first = first or last
-    if first > last:
-        raise ValueError("--from must not be after --date")
-    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    given = dict(
+        data_dir=str(args.data), journeys=tuple(args.journey), lake=args.lake, warehouse=getattr(args, "warehouse", None),
+        validation_dir=getattr(args, "validation_dir", None), sources_dirs=tuple(map(str, getattr(args, "sources_dir", []))),
+        n_buckets=args.buckets, bad_row_threshold=getattr(args, "bad_row_threshold", 0.05),
+        off_map_threshold=getattr(args, "off_map_threshold", 0.10), lock_timeout=args.lock_timeout,
+        notify=tuple(getattr(args, "notify", ())), gate=not getattr(args, "no_gate", False),
+        publish=not getattr(args, "no_publish", False))
+    if getattr(args, "beam_args", None):
+        given["runner_flags"] = tuple(args.beam_args)
+    return NightOptions(**{**given, **overrides})
 
 
 def _publish(args) -> int:
@@ -228,10 +265,14 @@ def _publish(args) -> int:
     from journey_defs.source_spec import available_sources
     from warehouse.publish import publish
 
+    from flows.options import default_lake, default_warehouse
+    from flows.preflight import days_between
+
     known = available_sources(args.sources_dir)
     journeys = [load_journey(resolve_journey(name), known_sources=known) for name in args.journey]
-    report = publish(args.lake or default_lake(args.data), args.warehouse or default_warehouse(args.data),
-                     _days(args.publish_from, args.date), journeys)
+    report = publish(args.lake or default_lake(args.data), _warehouse(args),
+                     days_between(args.publish_from or args.date, args.date, "--from", "--date"), journeys,
+                     lock_timeout=args.lock_timeout)
     for table, rows in sorted(report.rows.items()):
         print(f"  {table:<15}{rows:>12,} rows")
     return 0
@@ -242,7 +283,7 @@ def _query(args) -> int:
 
     if args.format == "parquet" and args.out is None:
         raise ValueError("--format parquet writes binary: give --out FILE")
-    result = render(query(args.warehouse or default_warehouse(args.data), args.sql), args.format)
+    result = render(query(_warehouse(args), args.sql), args.format)
     if args.out:
         args.out.write_bytes(result)
         print(f"wrote {args.out}", file=sys.stderr)
@@ -252,37 +293,54 @@ def _query(args) -> int:
     return 0
 
 
-def _flow(args) -> int:
-    """Run the nightly or backfill flow through Prefect (its temporary local server unless
-    PREFECT_API_URL names one); exit 1 when the flow fails."""
-    from flows.nightly import backfill, nightly
+def _warehouse(args) -> str:
+    from flows.options import default_warehouse
 
-    options = dict(data_dir=args.data, journeys=args.journey, lake=args.lake, warehouse=args.warehouse,
-                   validation_dir=args.validation_dir, sources_dirs=args.sources_dir, n_buckets=args.buckets,
-                   bad_row_threshold=args.bad_row_threshold, off_map_threshold=args.off_map_threshold,
-                   notify=args.notify)
-    state = (nightly(args.date, return_state=True, **options) if args.command == "nightly"
-             else backfill(args.start, args.end, return_state=True, **options))
+    return args.warehouse or default_warehouse(args.data)
+
+
+def _flow(args) -> int:
+    """Run the nightly or backfill flow through Prefect (a temporary server of its own unless
+    PREFECT_API_URL names one); exit 1 when the flow fails."""
+    from flows.preflight import check_ready, days_between
+
+    options = _options(args)
+    days = [args.date] if args.command == "nightly" else days_between(args.start, args.end)
+    check_ready(options, days)
+    from flows.nightly import backfill, nightly
+    from flows.prefect_api import temporary_api
+
+    with temporary_api():
+        state = (nightly(args.date, options, return_state=True) if args.command == "nightly"
+                 else backfill(args.start, args.end, options, return_state=True))
     if not state.is_completed():
-        print(f"journeys {args.command}: {state.name}: {state.result(raise_on_failure=False)}", file=sys.stderr)
+        error = state.result(raise_on_failure=False)
+        code, text = describe_failure(error) if isinstance(error, BaseException) else (None, "")
+        print(f"journeys {args.command}: {state.name}: {text or error}", file=sys.stderr)
         return 1
     nights = state.result()
     for night in nights if isinstance(nights, list) else [nights]:
-        run = night["run"]
-        print(f"{night['date']}: {run['records']:,} records → {run['events']:,} events, {run['bad_rows']:,} bad rows; "
-              f"published in {night['publish']['seconds']} s; {len(run['warnings'])} warning(s); "
-              f"{night['alerts']['open']} open alert(s), {night['alerts']['changes']} changed tonight")
-        for warning in run["warnings"]:
+        alerts = night.get("alerts") or {}
+        print(f"{night['date']}: {night['records']:,} records → {night['events']:,} events, {night['bad_rows']:,} bad "
+              f"rows; lake commit {night['lake_version']}; published in {(night['publish'] or {}).get('seconds')} s; "
+              f"{len(night['warnings'])} warning(s); {alerts.get('open', 0)} open alert(s), "
+              f"{alerts.get('changes', 0)} changed tonight")
+        for warning in night["warnings"]:
             print(f"  warning {warning}")
     return 0
 
 
 def _serve(args) -> int:
+    from flows.options import NightOptions
+    from flows.prefect_api import temporary_api
     from flows.serve import serve_nightly
 
-    serve_nightly({"data_dir": args.data, "journeys": args.journey, "lake": args.lake, "warehouse": args.warehouse,
-                   "validation_dir": args.validation_dir, "n_buckets": args.buckets, "notify": args.notify},
-                  cron=args.cron, timezone=args.timezone, name=args.name)
+    options = NightOptions(data_dir=str(args.data), journeys=tuple(args.journey), lake=args.lake,
+                           warehouse=args.warehouse, validation_dir=args.validation_dir, n_buckets=args.buckets,
+                           notify=tuple(args.notify), lock_timeout=args.lock_timeout)
+    options.journey_maps  # a bad journey fails here, not at 02:00
+    with temporary_api():
+        serve_nightly(options, cron=args.cron, timezone=args.timezone, name=args.name)
     return 0
 
 
@@ -290,7 +348,7 @@ def _alerts(args) -> int:
     from warehouse.query import query, text_table
 
     where = "" if args.all else "WHERE status <> 'resolved'"
-    table = query(args.warehouse or default_warehouse(args.data),
+    table = query(_warehouse(args),
                   "SELECT status, journey_id, stage, dimension, dimension_value, opened_date, updated_date, "
                   f"resolved_date, message FROM alerts {where} ORDER BY opened_date, journey_id, stage, dimension, "
                   "dimension_value")
@@ -302,7 +360,7 @@ def _report(args) -> int:
     from warehouse.report import export_png, render_html, render_text
     from warehouse.report_data import load_report_data
 
-    warehouse = Path(args.warehouse or default_warehouse(args.data))
+    warehouse = Path(_warehouse(args))
     data = load_report_data(warehouse, args.journey, args.date, args.days)
     out = args.out or warehouse.parent / "reports" / f"{args.journey}-{args.date}.html"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,11 @@ class ConfigError(ValueError):
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_DURATION = timedelta(days=36525)
+"""100 years, longer than any journey. Beyond some bound the run fails, and that bound
+depends on the date: a conversion window's lookback steps back day by day and passes the
+year 1 after ~739,000 days, int64 microseconds overflow after ~10**8 days, and 10**9 days
+do not even fit a timedelta (an OverflowError at load)."""
 
 
 class Node:
@@ -70,6 +75,7 @@ class Node:
             prefix = f"{self.path}." if self.path else ""
             child = Node(value_node, self.file, f"{prefix}{key}")
             key_as_node = Node(key_node, self.file, f"{prefix}{key}")
+            key_as_node._check_utf8(key)
             if allowed and key not in allowed:
                 hint = difflib.get_close_matches(key, sorted(allowed), n=1)
                 expected = f"did you mean '{hint[0]}'?" if hint else "expected one of " + ", ".join(sorted(allowed))
@@ -101,7 +107,19 @@ class Node:
         text = str(self.value())
         if not text.strip() and not allow_empty:
             raise self.error("expected a non-empty text value")
+        self._check_utf8(text)
         return text
+
+    def _check_utf8(self, text: str) -> None:
+        """A `"\\ud800"` escape gives a lone surrogate, which no UTF-8 text can hold: DuckDB
+        (and Arrow) would fail on it at run time, in the middle of a query."""
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise self.error(
+                f"'{text.encode('utf-8', 'backslashreplace').decode()}' holds a lone surrogate "
+                f"(\\u{ord(text[exc.start]):04x}); expected text that is valid Unicode"
+            ) from None
 
     def choice(self, options: tuple[str, ...]) -> str:
         text = self.string()
@@ -132,12 +150,19 @@ class Node:
         return float(value)
 
     def duration(self) -> timedelta:
-        """Durations are written like 90s, 30m, 36h, 7d or 2w; they must be positive."""
+        """Durations are written like 90s, 30m, 36h, 7d or 2w; they must be positive (also
+        once rounded to microseconds) and at most MAX_DURATION."""
         text = str(self.value())
         match = _DURATION.match(text)
         if not match or float(match.group(1)) <= 0:
             raise self.error(f"bad duration '{text}'; expected a positive number and unit, like 30m, 36h, 7d or 2w")
-        return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        if seconds > MAX_DURATION.total_seconds():
+            raise self.error(f"bad duration '{text}'; expected at most {MAX_DURATION.days}d (100 years)")
+        duration = timedelta(seconds=seconds)
+        if not duration:
+            raise self.error(f"bad duration '{text}'; it rounds to 0, expected at least 1 microsecond")
+        return duration
 
     def _kind(self) -> str:
         if isinstance(self.node, yaml.MappingNode):

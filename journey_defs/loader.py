@@ -6,10 +6,13 @@ expected, because maps are edited by analysts and a nightly run must not fail va
 from __future__ import annotations
 
 import re
+import warnings
+from datetime import timedelta
 from pathlib import Path
 from typing import Callable, Iterable
 
-from journey_defs.canonical import CHANNELS
+from journey_defs import duckdb_rules
+from journey_defs.canonical import CANONICAL_SCHEMA, CHANNELS
 from journey_defs.config_yaml import ConfigError, Node
 from journey_defs.model import (
     ORDERING_MODES,
@@ -20,8 +23,9 @@ from journey_defs.model import (
     Stage,
     Touchpoint,
 )
+from journey_defs.source_spec import available_sources, load_source_spec, load_sources, spec_files
 
-__all__ = ["BUILTIN_JOURNEYS", "load_journey", "resolve_journey"]
+__all__ = ["BUILTIN_JOURNEYS", "check_definitions", "load_journey", "resolve_journey"]
 
 BUILTIN_JOURNEYS: dict[str, Path] = {p.stem: p for p in sorted(Path(__file__).parent.glob("*.yaml"))}
 """Maps shipped next to this module, by name (the file stem)."""
@@ -34,6 +38,8 @@ _JOURNEY_OPTIONAL = (
 )
 _STAGE_OPTIONAL = ("name", "optional", "entry", "max_time_in_stage")
 _ALERT_KEYS = ("recent_window", "baseline_window", "min_relative_rise", "significance", "min_sample")
+_COLUMNS = frozenset(CANONICAL_SCHEMA.names) - {"attributes"}
+"""Attributes read from a typed column; any other name is a key of the `attributes` JSON."""
 
 
 def load_journey(path: str | Path, known_sources: Iterable[str] | None = None) -> JourneyMap:
@@ -59,6 +65,23 @@ def load_journey(path: str | Path, known_sources: Iterable[str] | None = None) -
         alerts=_get(keys, "alerts", _alert_policy, AlertPolicy()),
         source_file=str(path),
     )
+
+
+def check_definitions(journey_names: Iterable[str], sources_dirs: Iterable[str | Path] = ()) -> list[JourneyMap]:
+    """Load everything a run loads before it reads data, so `journeys check` fails exactly
+    where `journeys run` would: each journey (a built-in name or a file) against the known
+    sources, and every source spec the journeys name. Also every spec file in each of
+    `sources_dirs`, named or not: a run loads a folder's spec only for the journeys that name
+    it, so a spec left broken there passes today's runs and breaks the first journey that
+    adds it. Raises ConfigError (file, line, key path) at the first mistake."""
+    sources_dirs = list(sources_dirs)
+    known = available_sources(sources_dirs)
+    journeys = [load_journey(resolve_journey(name), known_sources=known) for name in journey_names]
+    load_sources(sorted({s for j in journeys for s in j.sources}), sources_dirs)
+    for directory in sources_dirs:
+        for path in spec_files(directory):
+            load_source_spec(path, expected_name=path.stem)
+    return journeys
 
 
 def resolve_journey(name_or_path: str) -> Path:
@@ -188,6 +211,10 @@ def _predicates(node: Node) -> tuple[Predicate, ...]:
 
 
 def _predicate(attribute: str, node: Node) -> Predicate:
+    if attribute not in _COLUMNS:
+        reason = duckdb_rules.attribute_path_error(attribute)
+        if reason:
+            raise node.error(f"attribute '{attribute}' cannot be read from the attributes JSON ({reason})")
     ops = node.mapping(optional=PREDICATE_OPS)
     if len(ops) != 1:
         raise node.error(f"expected exactly one of {', '.join(PREDICATE_OPS)}, got {len(ops)}")
@@ -197,11 +224,24 @@ def _predicate(attribute: str, node: Node) -> Predicate:
         return Predicate(attribute, op, tuple(_text(item) for item in items))
     text = _text(value)
     if op == "regex":
-        try:
-            re.compile(text)
-        except re.error as exc:
-            raise value.error(f"bad regex '{text}': {exc}") from exc
+        _check_regex(value, text)
     return Predicate(attribute, op, text)
+
+
+def _check_regex(node: Node, pattern: str) -> None:
+    """The run matches with DuckDB's regexp_matches (RE2), not Python's `re`: a pattern `re`
+    takes (look-ahead, backreferences) can still fail there, so RE2 itself decides."""
+    reason = duckdb_rules.regex_error(pattern)
+    if reason is None:
+        return
+    message = f"'{pattern}' is not a pattern DuckDB's RE2 accepts ({reason})"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. FutureWarning for '[[' in a set
+        try:
+            re.compile(pattern)
+        except re.error:
+            raise node.error(message) from None
+    raise node.error(message + "; RE2 has no look-around, backreferences, atomic groups or possessive quantifiers")
 
 
 # --- alerts ---------------------------------------------------------------------
@@ -209,8 +249,8 @@ def _alert_policy(node: Node) -> AlertPolicy:
     keys = node.mapping(optional=_ALERT_KEYS)
     default = AlertPolicy()
     policy = AlertPolicy(
-        recent_window=_get(keys, "recent_window", Node.duration, default.recent_window),
-        baseline_window=_get(keys, "baseline_window", Node.duration, default.baseline_window),
+        recent_window=_get(keys, "recent_window", _whole_days, default.recent_window),
+        baseline_window=_get(keys, "baseline_window", _whole_days, default.baseline_window),
         min_relative_rise=_get(keys, "min_relative_rise", _positive, default.min_relative_rise),
         significance=_get(keys, "significance", _probability, default.significance),
         min_sample=_get(keys, "min_sample", lambda n: n.integer(minimum=1), default.min_sample),
@@ -219,6 +259,14 @@ def _alert_policy(node: Node) -> AlertPolicy:
         culprit = keys.get("baseline_window") or keys.get("recent_window") or node
         raise culprit.error("baseline_window must be longer than recent_window")
     return policy
+
+
+def _whole_days(node: Node) -> timedelta:
+    """Alerting counts nights (`window.days`): 36h would silently become 1 night, 12h none."""
+    window = node.duration()
+    if window % timedelta(days=1):
+        raise node.error(f"alert windows count whole nights; expected whole days like 7d or 2w, got '{node.value()}'")
+    return window
 
 
 def _positive(node: Node) -> float:

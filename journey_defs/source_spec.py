@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from journey_defs import duckdb_rules
 from journey_defs.canonical import CHANNELS, IDENTITY_KEYS, TYPED_ATTRIBUTES
 from journey_defs.config_yaml import ConfigError, Node
 
@@ -141,14 +141,15 @@ def _identity_source(keys: dict[str, Node], common: dict) -> SourceSpec:
     if common["format"] == "xes":
         raise keys["format"].error("an identity source must be jsonl, csv or parquet")
     identity = keys["identity"].mapping(required=("customer_id",), optional=IDENTITY_TABLE_COLUMNS[1:])
-    return SourceSpec(**common, identity=tuple((k, _field(v)) for k, v in identity.items()))
+    return SourceSpec(**common, identity=tuple((k, _field(v, common["format"])) for k, v in identity.items()))
 
 
 def _events_source(root: Node, keys: dict[str, Node], common: dict) -> SourceSpec:
     for key in ("channel", "timestamp", "event_type"):
         if key not in keys:
             raise root.error(f"missing required key '{key}'")
-    channel, channel_field = _channel(keys["channel"])
+    fmt = common["format"]
+    channel, channel_field = _channel(keys["channel"], fmt)
     identity_node = keys["identity"]
     identity = identity_node.mapping(optional=IDENTITY_KEYS)
     if not identity:
@@ -159,18 +160,25 @@ def _events_source(root: Node, keys: dict[str, Node], common: dict) -> SourceSpe
         **common,
         channel=channel,
         channel_field=channel_field,
-        event_id=_field(keys["event_id"]) if "event_id" in keys else None,
-        timestamp=_timestamp(keys["timestamp"]),
-        event_type=_event_type(keys["event_type"]),
-        identity=tuple((k, _field(v)) for k, v in identity.items()),
-        fields=_fields(keys["fields"]) if "fields" in keys else (),
-        attributes=_attributes(keys["attributes"]) if "attributes" in keys else (),
+        event_id=_field(keys["event_id"], fmt) if "event_id" in keys else None,
+        timestamp=_timestamp(keys["timestamp"], fmt),
+        event_type=_event_type(keys["event_type"], fmt),
+        identity=tuple((k, _field(v, fmt)) for k, v in identity.items()),
+        fields=_fields(keys["fields"], fmt) if "fields" in keys else (),
+        attributes=_attributes(keys["attributes"], fmt) if "attributes" in keys else (),
     )
 
 
-def _field(node: Node) -> str:
-    """A raw field name; dots address nested JSON / Parquet struct members."""
-    return node.string()
+def _field(node: Node, fmt: str) -> str:
+    """A raw field name; dots address nested JSON / Parquet struct members. JSON-lines
+    fields become DuckDB JSON paths, which DuckDB checks when the run binds its query."""
+    name = node.string()
+    if fmt == "jsonl":
+        reason = duckdb_rules.json_field_error(name)
+        if reason:
+            raise node.error(f"field '{name}' is not a JSON path DuckDB accepts ({reason}); "
+                             "dots separate nested keys, so no part may be empty or '*'")
+    return name
 
 
 def _data_path(node: Node) -> str:
@@ -194,13 +202,16 @@ def _delimiter(node: Node | None, fmt: str) -> str:
     return text
 
 
-def _channel(node: Node) -> tuple[str | None, str | None]:
+def _channel(node: Node, fmt: str) -> tuple[str | None, str | None]:
     if node.is_mapping():
-        return None, _field(node.mapping(required=("field",))["field"])
+        return None, _field(node.mapping(required=("field",))["field"], fmt)
     return node.choice(CHANNELS), None
 
 
-def _timestamp(node: Node) -> TimestampSpec:
+def _timestamp(node: Node, file_format: str) -> TimestampSpec:
+    """The run parses a pattern with DuckDB's try_strptime, which returns NULL for a value
+    that does not match but raises for a pattern it does not know (like %e or a trailing %),
+    and reads naive times in the zone DuckDB (ICU) knows: both are checked by DuckDB here."""
     keys = node.mapping(required=("field",), optional=("format", "timezone"))
     fmt = keys["format"].string() if "format" in keys else "iso8601"
     if fmt not in TIMESTAMP_FORMATS and "%" not in fmt:
@@ -208,15 +219,18 @@ def _timestamp(node: Node) -> TimestampSpec:
             f"unknown timestamp format '{fmt}'; expected iso8601, epoch_s, epoch_ms "
             "or a strptime pattern containing % (like '%Y-%m-%d %H:%M:%S')"
         )
+    if fmt not in TIMESTAMP_FORMATS:
+        reason = duckdb_rules.strptime_error(fmt)
+        if reason:
+            raise keys["format"].error(f"'{fmt}' is not a strptime pattern DuckDB accepts ({reason}); "
+                                       "see https://duckdb.org/docs/sql/functions/dateformat")
     tz = keys["timezone"].string() if "timezone" in keys else "UTC"
-    try:
-        ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
+    if duckdb_rules.timezone_error(tz):
         raise keys["timezone"].error(f"unknown time zone '{tz}'; expected an IANA name like Europe/Berlin")
-    return TimestampSpec(field=_field(keys["field"]), format=fmt, timezone=tz)
+    return TimestampSpec(field=_field(keys["field"], file_format), format=fmt, timezone=tz)
 
 
-def _event_type(node: Node) -> EventTypeSpec:
+def _event_type(node: Node, fmt: str) -> EventTypeSpec:
     keys = node.mapping(optional=("field", "value", "map", "allowed"))
     if ("field" in keys) == ("value" in keys):
         raise node.error("event_type needs exactly one of 'field' (read per record) or 'value' (constant)")
@@ -233,10 +247,10 @@ def _event_type(node: Node) -> EventTypeSpec:
         allowed = tuple(item.string() for item in keys["allowed"].items())
         if not allowed:
             raise keys["allowed"].error("allowed must list at least one event type")
-    return EventTypeSpec(field=_field(keys["field"]), map=mapping, allowed=allowed)
+    return EventTypeSpec(field=_field(keys["field"], fmt), map=mapping, allowed=allowed)
 
 
-def _fields(node: Node) -> tuple[FieldSpec, ...]:
+def _fields(node: Node, fmt: str) -> tuple[FieldSpec, ...]:
     out = []
     for name, child in node.mapping().items():
         if name not in TYPED_ATTRIBUTES:
@@ -245,7 +259,7 @@ def _fields(node: Node) -> tuple[FieldSpec, ...]:
                 "(put other fields under 'attributes')"
             )
         if not child.is_mapping():
-            out.append(FieldSpec(name=name, path=_field(child)))
+            out.append(FieldSpec(name=name, path=_field(child, fmt)))
             continue
         between = child.mapping(required=("seconds_between",))["seconds_between"]
         if str(TYPED_ATTRIBUTES[name]) == "string":
@@ -253,16 +267,16 @@ def _fields(node: Node) -> tuple[FieldSpec, ...]:
         ends = between.items()
         if len(ends) != 2:
             raise between.error("seconds_between expects [start_field, end_field]")
-        out.append(FieldSpec(name=name, seconds_between=(_field(ends[0]), _field(ends[1]))))
+        out.append(FieldSpec(name=name, seconds_between=(_field(ends[0], fmt), _field(ends[1], fmt))))
     return tuple(out)
 
 
-def _attributes(node: Node) -> tuple[tuple[str, str], ...]:
+def _attributes(node: Node, fmt: str) -> tuple[tuple[str, str], ...]:
     out = []
     for name, child in node.mapping().items():
         if name in TYPED_ATTRIBUTES:
             raise child.error(f"'{name}' is a typed attribute; map it under 'fields'")
-        out.append((name, _field(child)))
+        out.append((name, _field(child, fmt)))
     return tuple(out)
 
 
@@ -272,15 +286,19 @@ BUILTIN_SOURCES: dict[str, Path] = {p.stem: p for p in sorted(BUILTIN_DIR.glob("
 """Built-in specs by source name (the file name is the source name)."""
 
 
+def spec_files(directory: str | Path) -> list[Path]:
+    """The spec files of a user dir, in the order a later one overrides an earlier one."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ConfigError(str(directory), None, "", "source spec directory does not exist")
+    return [p for pattern in ("*.yaml", "*.yml") for p in sorted(directory.glob(pattern))]
+
+
 def available_sources(extra_dirs: Iterable[str | Path] = ()) -> dict[str, Path]:
     """Spec files by name: built-ins, then each user dir in order (a user spec overrides)."""
     found = dict(BUILTIN_SOURCES)
     for directory in extra_dirs:
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise ConfigError(str(directory), None, "", "source spec directory does not exist")
-        for pattern in ("*.yaml", "*.yml"):
-            found.update({p.stem: p for p in sorted(directory.glob(pattern))})
+        found.update({p.stem: p for p in spec_files(directory)})
     return found
 
 

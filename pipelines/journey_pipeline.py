@@ -1,8 +1,9 @@
 """The nightly journey pipeline for one as-of date: raw files of the ingest days → canonical
-events (with the lookback already in the lake) → identity stitching → per-customer sessions,
-journeys, deviations, feedback → stage metrics; written as Parquet to a staging area, then
-committed to the lake only if the bad-row share is under the threshold and every raw file's
-records balance (records = events + bad rows + duplicates).
+events (with the lookback already committed to the lake) → identity stitching → per-customer
+sessions, journeys, deviations, feedback → stage metrics; written as Parquet into the run's
+own lake folder, and checked: every raw file's records balance (records = events + bad rows
++ duplicates) and the bad-row share is under the threshold. Staging is all it does: the
+caller (flows/night.py) gates the staged run, commits it and publishes it.
 
 Runner-agnostic: DirectRunner by default (Python runner chosen explicitly, no Prism), any
 other runner (Flink, Spark, Dataflow, PortableRunner) by pipeline options."""
@@ -12,7 +13,6 @@ import hashlib
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable
 from datetime import date, timedelta
 
 import apache_beam as beam
@@ -24,12 +24,15 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from journey_defs.model import JourneyMap
 from journey_defs.outputs import OFF_MAP_COUNTS
 from journey_defs.source_spec import SourceSpec, load_sources
-from transforms import lake
+from lake import RunFolder, Snapshot, collect_garbage, discard, new_run_info, normalize_root, open_snapshot, owned_partitions
+from lake import crash
+from lake.files import read_table
+from lake.tables import TABLES
 from transforms.buckets import pack, unpack
 from transforms.customer_journeys import BuildJourneys
 from transforms.identity import StitchIdentities
 from transforms.ingest import ParseSources
-from transforms.manifest import build_manifest, rows_per_file
+from transforms.manifest import build_manifest, problems, rows_per_file
 from transforms.parse import ParseLimits, read_identity_table, source_files
 from transforms.stage_metrics import STAGE_INPUTS, combine_stage_daily
 from transforms.write import WriteParts
@@ -68,58 +71,77 @@ class RunConfig:
 
 
 @dataclass
-class RunReport:
-    run_id: str
-    as_of: date
+class StagedRun:
+    """A run's output, staged in its own lake folder and not yet committed."""
+
+    config: RunConfig
+    folder: RunFolder
+    based_on: int                 # the commit record version its lookback was read from
+    sources: tuple[str, ...]      # the events sources it read
     seconds: float
     records: int
     events: int
     bad_rows: int
     duplicates: int
     rows_written: dict[str, int] = field(default_factory=dict)
-    gate_seconds: float | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self.folder.run_id
 
     @property
     def events_per_second(self) -> float:
         return self.records / self.seconds if self.seconds else 0.0
 
+    def owned(self) -> list[tuple[str, date, str]]:
+        """The (table, day, scope) this run replaces when committed."""
+        return owned_partitions(self.run_id, self.config.as_of, self.config.days,
+                                [j.id for j in self.config.journeys], self.sources)
 
-def run(config: RunConfig, progress=print, gate: Callable[[str, str], pa.Table | None] | None = None) -> RunReport:
-    """Run the pipeline and commit its output to the lake; raise RunFailed (lake untouched)
-    when the input is too broken to publish. `gate(staging, run_id)`, when given, checks the
-    staged output before the commit: it raises to stop the run (the lake is left untouched)
-    or returns the check rows, committed as the run's `checks` partition."""
+    def info(self) -> dict:
+        return new_run_info(self.run_id, self.config.as_of, self.config.days, [j.id for j in self.config.journeys],
+                            self.sources)
+
+
+def run(config: RunConfig, progress=print) -> StagedRun:
+    """Run the pipeline into a new run folder of the lake and check its row accounting;
+    raise RunFailed (the folder removed, the lake's committed state untouched) when the
+    input is too broken to publish. The caller holds the lake's writer lock."""
     began = time.perf_counter()
     run_id = f"{config.as_of.isoformat()}-{uuid.uuid4().hex[:8]}"
-    staging = lake.partition_dir(config.lake, "_staging", config.as_of) + f"-{run_id}"
+    root = normalize_root(config.lake)
+    folder = RunFolder(root, run_id)
+    snapshot = open_snapshot(root)
+    removed = collect_garbage(root, snapshot.state)  # what killed runs left behind
+    if removed:
+        progress(f"lake {root}: removed {removed} folder(s) left by runs that did not commit")
     specs = load_sources(sorted({s for j in config.journeys for s in j.sources}), config.sources_dirs)
+    sources = tuple(sorted(name for name, spec in specs.items() if spec.kind == "events"))
     progress(f"run {run_id}: ingest {config.days[0]}..{config.days[-1]}, as of {config.as_of}, "
              f"journeys {', '.join(j.id for j in config.journeys)}")
     try:
         pipeline = beam.Pipeline(options=PipelineOptions(list(config.runner_flags)))
-        _build(pipeline, config, specs, staging, run_id)
+        _build(pipeline, config, specs, folder, snapshot, sources)
         result = pipeline.run()
         result.wait_until_finish()
-        manifest = lake.read_partition(staging, "manifest", config.as_of)
+        manifest = _manifest(folder, config.as_of)
         _check(manifest, config)
-        written = _rows_written(result)
-        if gate is not None:
-            began_gate = time.perf_counter()
-            checks = gate(staging, run_id)
-            gate_seconds = time.perf_counter() - began_gate
-            if checks is not None:
-                lake.write_table(lake.part_path(staging, "checks", config.as_of, "gate"), checks)
-                written["checks"] = checks.num_rows
-        lake.commit(staging, config.lake, [(t, d) for t in lake.TABLES for d in _owned_days(t, config)])
     except BaseException:
-        lake.discard(staging)
+        discard(folder)
         raise
     totals = {k: int(pc.sum(manifest.column(k)).as_py() or 0) for k in ("records", "events", "bad_rows", "duplicates")}
-    report = RunReport(run_id, config.as_of, time.perf_counter() - began, rows_written=written,
-                       gate_seconds=gate_seconds if gate is not None else None, **totals)
-    progress(f"run {run_id}: {report.records:,} records → {report.events:,} events, {report.bad_rows:,} bad rows, "
-             f"{report.duplicates:,} duplicates in {report.seconds:.1f} s ({report.events_per_second:,.0f} records/s)")
-    return report
+    staged = StagedRun(config, folder, snapshot.state.version, sources, time.perf_counter() - began,
+                       rows_written=_rows_written(result), **totals)
+    progress(f"run {run_id}: {staged.records:,} records → {staged.events:,} events, {staged.bad_rows:,} bad rows, "
+             f"{staged.duplicates:,} duplicates in {staged.seconds:.1f} s ({staged.events_per_second:,.0f} records/s)")
+    crash.point("staged", folder.path)
+    return staged
+
+
+def _manifest(folder: RunFolder, as_of: date) -> pa.Table:
+    schema = TABLES["manifest"].schema
+    parts = [read_table(f) for f in folder.files("manifest", as_of)]
+    return pa.concat_tables([schema.empty_table(), *(p.select(schema.names).cast(schema) for p in parts)])
 
 
 def _rows_written(result) -> dict[str, int]:
@@ -128,18 +150,12 @@ def _rows_written(result) -> dict[str, int]:
     return {c.key.metric.name.removesuffix("_rows"): c.committed or c.attempted for c in counters}
 
 
-def _owned_days(table: str, config: RunConfig) -> tuple[date, ...]:
-    """Partitions a run replaces: raw-data tables by ingest day, derived tables by as-of day."""
-    return tuple(sorted(set(config.days) | {config.as_of})) if table in ("events", "bad_rows") else (config.as_of,)
-
-
 def _check(manifest: pa.Table, config: RunConfig) -> None:
-    unbalanced = manifest.filter(pc.invert(manifest.column("balanced")))
-    if unbalanced.num_rows:
-        first = unbalanced.slice(0, 1).to_pylist()[0]
-        raise RunFailed(f"row accounting does not balance for {unbalanced.num_rows} file(s), e.g. "
-                        f"{first['source_file']}: {first['records']} records != {first['events']} events + "
-                        f"{first['bad_rows']} bad rows + {first['duplicates']} duplicates")
+    stops = problems(manifest)
+    if stops:
+        more = f"\n  … and {len(stops) - 20} more" if len(stops) > 20 else ""
+        raise RunFailed(f"{len(stops)} raw file(s) not accounted for, nothing was published:\n  "
+                        + "\n  ".join(stops[:20]) + more)
     records = pc.sum(manifest.column("records")).as_py() or 0
     bad = pc.sum(manifest.column("bad_rows")).as_py() or 0
     if records and bad / records > config.bad_row_threshold:
@@ -147,9 +163,10 @@ def _check(manifest: pa.Table, config: RunConfig) -> None:
                         f"threshold {config.bad_row_threshold:.2%}; nothing was published")
 
 
-def _build(p: beam.Pipeline, config: RunConfig, specs: dict[str, SourceSpec], staging: str, run_id: str) -> None:
+def _build(p: beam.Pipeline, config: RunConfig, specs: dict[str, SourceSpec], folder: RunFolder,
+           snapshot: Snapshot, sources: tuple[str, ...]) -> None:
     parsed = p | "Ingest" >> ParseSources(specs, config.data_dir, list(config.days), config.limits, config.files_per_batch)
-    lookback = p | "Lookback" >> _ReadLookback(config)
+    lookback = p | "Lookback" >> _ReadLookback(config, snapshot, sources)
     crm = p | "ReadCRM" >> beam.Create(_identity_files(specs, config.data_dir)) | "ParseCRM" >> beam.MapTuple(
         lambda name, path: read_identity_table(specs[name], path))
     # Packed: the Flatten below is a materialised boundary on most runners.
@@ -161,11 +178,11 @@ def _build(p: beam.Pipeline, config: RunConfig, specs: dict[str, SourceSpec], st
 
     new_days = set(config.days)
     new_events = stitched.events | "NewEventsOnly" >> beam.Map(_new_events, new_days)
-    write = lambda table, column=None: WriteParts(staging, table, config.as_of, column)  # noqa: E731
+    write = lambda table: WriteParts(folder, table, config.as_of)  # noqa: E731
     new_events | "NameEventParts" >> beam.Map(lambda t: (_part_name(t), t)) | "WriteEvents" >> beam.ParDo(
-        write("events", "source_date"))
+        write("events"))
     parsed.bad_rows | "NameBadParts" >> beam.Map(lambda t: (_part_name(t), t)) | "WriteBadRows" >> beam.ParDo(
-        write("bad_rows", "source_date"))
+        write("bad_rows"))
     for name in ("identities", "sessions", "journeys", "journey_stages", "deviations", "feedback"):
         built[name] | f"Write_{name}" >> beam.ParDo(write(name))
     (built["off_map"] | "OffMapByJourney" >> beam.Map(lambda kv: (_journey_of(kv[0]), kv[1]))
@@ -190,25 +207,26 @@ def _build(p: beam.Pipeline, config: RunConfig, specs: dict[str, SourceSpec], st
     }
     (p | "ManifestSeed" >> beam.Create([None])
      | "Manifest" >> beam.Map(lambda _, files, dups, written: ("all", build_manifest(
-         run_id, config.as_of, files, dups, written)),
+         folder.run_id, config.as_of, files, dups, written)),
          files=beam.pvalue.AsSingleton(counts["files"]), dups=beam.pvalue.AsSingleton(counts["duplicates"]),
          written=beam.pvalue.AsSingleton(counts["written"]))
      | "WriteManifest" >> beam.ParDo(write("manifest")))
 
 
 class _ReadLookback(beam.PTransform):
-    """Events of earlier ingest days already in the lake (one packed table per part file).
-    Whole-log (undated) sources are re-read by every run, so their rows are left out."""
+    """Committed events of earlier ingest days, of the sources this run reads (one packed
+    table per part file). Whole-log (undated) sources are re-read by every run, so their
+    rows are left out."""
 
-    def __init__(self, config: RunConfig):
+    def __init__(self, config: RunConfig, snapshot: Snapshot, sources: tuple[str, ...]):
         super().__init__()
-        self.config = config
+        self.config, self.snapshot, self.sources = config, snapshot, sources
 
     def expand(self, pbegin):
         first = min(self.config.days)
         days = [first - timedelta(days=i) for i in range(1, self.config.lookback_days + 1)]
-        files = [path for d in days for path in lake.partition_files(self.config.lake, "events", d)]
-        return (pbegin | beam.Create(files) | "ReadPart" >> beam.Map(lake.read_table)
+        files = [path for d in days for path in self.snapshot.files("events", d, self.sources)]
+        return (pbegin | beam.Create(files) | "ReadPart" >> beam.Map(read_table)
                 | "DatedOnly" >> beam.Map(lambda t: pack(t.filter(pc.is_valid(t.column("source_date"))))))
 
 

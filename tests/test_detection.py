@@ -15,6 +15,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from flows.cli import main
 from flows.nightly import backfill
+from flows.options import NightOptions
 from generator.generate import GenerateConfig, generate
 from generator.simulate import Incident
 from journey_defs.loader import BUILTIN_JOURNEYS
@@ -42,8 +43,9 @@ def journey_file(tmp_path_factory):
 def backfill_sample(root, journey_file, incident, seed, notify):
     config = GenerateConfig(customers=CUSTOMERS, days=NIGHTS, seed=seed, incident=incident)
     generate(root, config, progress=lambda _: None)
-    nights = backfill(config.start, config.start + timedelta(days=NIGHTS - 1), str(root), [journey_file],
-                      n_buckets=2, retry_delay_seconds=0.5, notify=notify)
+    options = NightOptions(data_dir=str(root), journeys=(journey_file,), n_buckets=2, retry_delay_seconds=0.5,
+                           notify=tuple(notify))
+    nights = backfill(config.start, config.start + timedelta(days=NIGHTS - 1), options)
     assert [n["date"] for n in nights] == [(config.start + timedelta(days=d)).isoformat() for d in range(NIGHTS)]
     with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as con:
         alerts = con.execute("SELECT stage, dimension, dimension_value, opened_date, recent_drop_rate, "

@@ -15,10 +15,13 @@ import pytest
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.nightly import backfill, nightly
+from flows.options import NightOptions
 from tests.warehouse_sample import DAYS
 from warehouse.tables import ALL_TABLES
 
-FAST = dict(n_buckets=4, retry_delay_seconds=0.5)
+
+def options(data: str, **overrides) -> NightOptions:
+    return NightOptions(data_dir=data, journeys=("subscription",), n_buckets=4, retry_delay_seconds=0.5, **overrides)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -55,10 +58,10 @@ def test_a_backfill_equals_the_nightly_runs_of_the_same_days(sample, tmp_path):
     days = DAYS[:3]
     by_night = fresh_data(sample, tmp_path, "nightly")
     for day in days:
-        result = nightly(day, by_night, ["subscription"], **FAST)
-        assert result["run"]["attempts"] == 1 and result["publish"]["attempts"] == 1
+        result = nightly(day, options(by_night))
+        assert result["publish"]["attempts"] == 1
     at_once = fresh_data(sample, tmp_path, "backfill")
-    results = backfill(days[0], days[-1], at_once, ["subscription"], **FAST)
+    results = backfill(days[0], days[-1], options(at_once))
     assert [r["date"] for r in results] == [d.isoformat() for d in days]
     assert content(f"{at_once}/warehouse.duckdb") == content(f"{by_night}/warehouse.duckdb")
 
@@ -76,9 +79,9 @@ def test_a_busy_warehouse_is_retried_until_the_publish_succeeds(sample, tmp_path
             fcntl.flock(lock, fcntl.LOCK_UN)
 
     def finish_after_the_commit():  # the other publisher lets go ~2.5 s after our publish starts waiting
-        manifest = Path(data) / "lake" / "manifest" / f"date={DAYS[0].isoformat()}"
+        committed = Path(data) / "lake" / "_state.json"
         deadline = time.monotonic() + 300
-        while not manifest.exists() and time.monotonic() < deadline:
+        while not committed.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(2.5)
         release.set()
@@ -88,7 +91,7 @@ def test_a_busy_warehouse_is_retried_until_the_publish_succeeds(sample, tmp_path
     held.wait(10)
     threading.Thread(target=finish_after_the_commit, daemon=True).start()
     try:
-        result = nightly(DAYS[0], data, ["subscription"], lock_timeout=0.5, **FAST)
+        result = nightly(DAYS[0], options(data, lock_timeout=0.5))
     finally:
         release.set()
         holder.join()
@@ -103,7 +106,7 @@ def test_a_busy_warehouse_is_retried_until_the_publish_succeeds(sample, tmp_path
 def test_broken_input_fails_at_once_and_publishes_nothing(sample, tmp_path):
     data = fresh_data(sample, tmp_path, "broken")
     began = time.monotonic()
-    state = nightly(DAYS[0], data, ["subscription"], bad_row_threshold=0.0, return_state=True, **FAST)
+    state = nightly(DAYS[0], options(data, bad_row_threshold=0.0), return_state=True)
     assert state.is_failed()
     assert "bad-row share" in str(state.result(raise_on_failure=False))
     assert not (tmp_path / "broken" / "warehouse.duckdb").exists()

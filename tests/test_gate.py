@@ -16,12 +16,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from dataclasses import replace
+
 from expectations.gate import GateFailed, run_gate
 from expectations.run_context import GateLimits
-from flows.gated_run import gate_context, gated_run
+from flows import night
+from lake import RunFolder, discard, writer_lock
+from lake.files import read_table, write_table
 from pipelines.journey_pipeline import RunConfig
 from tests.warehouse_sample import DAYS, JOURNEY, LAST
-from transforms import lake
 from warehouse.publish import publish
 
 QUIET = lambda _: None  # noqa: E731
@@ -31,44 +34,55 @@ def config_for(data, lake_dir, day=LAST) -> RunConfig:
     return RunConfig(data_dir=str(data), lake=str(lake_dir), journeys=(JOURNEY,), as_of=day, n_buckets=4)
 
 
+def gated_run(config: RunConfig, validation, warehouse, limits=GateLimits(), progress=QUIET):
+    """The night's sequence with the gate's own limits: stage, gate, commit, publish."""
+    with writer_lock(config.lake):
+        staged = night.stage(config, progress)
+        checked = night.gate(staged, str(validation), limits, progress)
+        night.commit(staged, checked)
+        publish(config.lake, warehouse, [config.as_of], config.journeys, progress)
+    return staged, checked
+
+
 @pytest.fixture(scope="module")
 def staged(sample, tmp_path_factory):
     """A copy of the sample's lake, and the staged (uncommitted) output of a rerun of the last
-    night kept aside: what the gate sees inside a run."""
+    night kept aside as run folder "test-run": what the gate sees inside a run."""
     data, lake_dir = sample
     root = tmp_path_factory.mktemp("gate")
     own_lake = root / "lake"
     shutil.copytree(lake_dir, own_lake)
-    kept = root / "staged"
-
-    def keep(staging, run_id):
-        shutil.copytree(staging, kept)
-        raise RuntimeError("kept the staging area")  # the run commits nothing
-
-    with pytest.raises(RuntimeError, match="kept the staging area"):
-        from pipelines.journey_pipeline import run
-        run(config_for(data, own_lake), progress=QUIET, gate=keep)
-    return data, own_lake, kept, root
+    with writer_lock(str(own_lake)):
+        run = night.stage(config_for(data, own_lake), QUIET)
+    kept = RunFolder(str(root / "staged"), "test-run")
+    shutil.copytree(run.folder.path, kept.path)
+    discard(run.folder)
+    return data, own_lake, kept, run
 
 
-def tampered(staged, tmp_path, table: str, change) -> str:
+def folder_files(folder: RunFolder, table: str) -> list[str]:
+    return folder.files(table, LAST)
+
+
+def tampered(staged, tmp_path, table: str, change) -> RunFolder:
     """A copy of the staged output (made once per test) with `change(table) -> table` applied
     to one table's partition of the last day."""
     _, _, kept, _ = staged
-    staging = tmp_path / "staging"
-    if not staging.exists():
-        shutil.copytree(kept, staging)
-    files = lake.partition_files(str(staging), table, LAST)
-    original = lake.read_partition(str(staging), table, LAST)
+    folder = RunFolder(str(tmp_path / "staging"), kept.run_id)
+    if not Path(folder.path).exists():
+        shutil.copytree(kept.path, folder.path)
+    files = folder.files(table, LAST)
+    original = pa.concat_tables([read_table(f) for f in files])
+    scope = Path(files[0]).parent.name.split("=", 1)[1]
     for path in files:
         Path(path).unlink()
-    lake.write_table(lake.part_path(str(staging), table, LAST, "tampered"), change(original))
-    return str(staging)
+    write_table(folder.part_path(table, LAST, scope, "tampered"), change(original))
+    return folder
 
 
-def gate(staged, staging, tmp_path, limits=GateLimits()):
-    data, own_lake, _, _ = staged
-    context = gate_context(config_for(data, own_lake), staging, "test-run")
+def gate(staged, folder: RunFolder, tmp_path, limits=GateLimits()):
+    _, _, _, run = staged
+    context = night.gate_context(replace(run, folder=folder))
     return run_gate(context, tmp_path / "validation", limits, progress=QUIET)
 
 
@@ -134,7 +148,7 @@ def test_each_critical_expectation_stops_the_run(staged, tmp_path, case):
     assert f"{suite}.{expectation}({columns})" in str(failed.value)
     assert hit[0]["observed"] and (hit[0]["unexpected_count"] or 0) >= 1
     if case == "duplicate event id":
-        first_two = lake.read_partition(str(staged[2]), "events", LAST).slice(0, 2)["event_id"].to_pylist()
+        first_two = read_table(folder_files(staged[2], "events")[0]).slice(0, 2)["event_id"].to_pylist()
         assert all(event_id in hit[0]["details"] for event_id in first_two)
     record = json.loads((tmp_path / "validation" / "runs" / "test-run.json").read_text())
     assert record["status"] == "failed" and any(f["suite"] == suite for f in record["failed"])
@@ -145,19 +159,19 @@ def test_a_clean_run_passes_and_is_published_with_its_checks(sample, tmp_path):
     own_lake = tmp_path / "lake"
     shutil.copytree(lake_dir, own_lake)
     warehouse, validation = tmp_path / "w.duckdb", tmp_path / "validation"
-    night = gated_run(config_for(data, own_lake), validation, warehouse, progress=QUIET)
-    failed = [r for r in night.gate.checks.to_pylist() if not r["success"]]
+    run, checked = gated_run(config_for(data, own_lake), validation, warehouse)
+    failed = [r for r in checked.checks.to_pylist() if not r["success"]]
     assert not [r for r in failed if r["severity"] == "critical"]
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
         n, failures = con.execute("SELECT count(*), count(*) FILTER (NOT success) FROM run_checks").fetchall()[0]
-        run = con.execute("SELECT run_id, expectations, warnings, balanced FROM runs").fetchall()
+        runs = con.execute("SELECT run_id, expectations, warnings, balanced FROM runs").fetchall()
     finally:
         con.close()
-    assert n == night.gate.checks.num_rows >= 20 and failures == len(failed)
-    assert run == [(night.run.run_id, n, len(failed), True)]
+    assert n == checked.checks.num_rows >= 20 and failures == len(failed)
+    assert runs == [(run.run_id, n, len(failed), True)]
     assert (validation / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").is_file()
-    assert json.loads((validation / "runs" / f"{night.run.run_id}.json").read_text())["status"] == "passed"
+    assert json.loads((validation / "runs" / f"{run.run_id}.json").read_text())["status"] == "passed"
 
 
 def test_a_gate_failure_leaves_the_warehouse_byte_for_byte_and_the_lake_unchanged(sample, tmp_path):
@@ -169,12 +183,13 @@ def test_a_gate_failure_leaves_the_warehouse_byte_for_byte_and_the_lake_unchange
     warehouse = tmp_path / "w.duckdb"
     publish(str(own_lake), warehouse, DAYS, [JOURNEY], progress=QUIET)
     before = hashlib.sha256(warehouse.read_bytes()).hexdigest()
-    lake_before = sorted(p.relative_to(own_lake).as_posix() for p in own_lake.rglob("*.parquet"))
+    lake_before = sorted(p.relative_to(own_lake).as_posix() for p in own_lake.rglob("*") if p.name != "_lock")
+    state_before = (own_lake / "_state.json").read_bytes()
     with pytest.raises(GateFailed, match=r"run_totals\.expect_column_values_to_be_between\(bad_row_share\)"):
-        gated_run(config_for(data, own_lake), tmp_path / "validation", warehouse,
-                  GateLimits(bad_row_threshold=0.0), progress=QUIET)
+        gated_run(config_for(data, own_lake), tmp_path / "validation", warehouse, GateLimits(bad_row_threshold=0.0))
     assert hashlib.sha256(warehouse.read_bytes()).hexdigest() == before
-    assert sorted(p.relative_to(own_lake).as_posix() for p in own_lake.rglob("*.parquet")) == lake_before
+    assert sorted(p.relative_to(own_lake).as_posix() for p in own_lake.rglob("*") if p.name != "_lock") == lake_before
+    assert (own_lake / "_state.json").read_bytes() == state_before
     assert not list(tmp_path.glob("w.duckdb.publishing-*"))
 
 
@@ -184,16 +199,15 @@ def warnings_of(result) -> dict[str, dict]:
 
 def test_off_map_share_warning_reports_the_share_and_top_types(staged, tmp_path):
     _, _, kept, _ = staged
-    result = gate(staged, str(kept), tmp_path, GateLimits(off_map_share=0.001))
+    result = gate(staged, kept, tmp_path, GateLimits(off_map_share=0.001))
     warning = warnings_of(result)["drift_off_map"]
     details = json.loads(warning["details"])["subscription"]
     con = duckdb.connect()
     off, events = con.execute(
         "SELECT (SELECT sum(n_events) FROM read_parquet($o)), (SELECT sum(n_events) FROM read_parquet($s))",
-        {"o": lake.partition_files(str(kept), "off_map", LAST),
-         "s": lake.partition_files(str(kept), "sessions", LAST)}).fetchall()[0]
+        {"o": folder_files(kept, "off_map"), "s": folder_files(kept, "sessions")}).fetchall()[0]
     top = con.execute("SELECT channel || '/' || event_type FROM read_parquet($o) ORDER BY n_events DESC LIMIT 1",
-                      {"o": lake.partition_files(str(kept), "off_map", LAST)}).fetchall()[0][0]
+                      {"o": folder_files(kept, "off_map")}).fetchall()[0][0]
     assert (details["off_map_events"], details["events"]) == (off, events)
     assert f"{off / events:.1%} of {events:,} events" in warning["observed"] and top in warning["observed"]
     assert not [r for r in result.checks.to_pylist() if r["severity"] == "critical" and not r["success"]]
@@ -207,11 +221,12 @@ def test_identity_resolution_drop_warning_reports_the_rates(staged, tmp_path):
             pc.and_(keep, pc.equal(t["source_date"], LAST)), t["customer_id"],
             pc.if_else(pc.equal(t["source_date"], LAST), pc.binary_join_element_wise("email:", t["event_id"], ""),
                        t["customer_id"])))
-    result = gate(staged, tampered(staged, tmp_path, "events", unresolve), tmp_path)
+    folder = tampered(staged, tmp_path, "events", unresolve)
+    result = gate(staged, folder, tmp_path)
     warning = warnings_of(result)["drift_identity"]
     details = json.loads(warning["details"])
     con = duckdb.connect()
-    staged_events = lake.partition_files(str(Path(tmp_path) / "staging"), "events", LAST)
+    staged_events = folder_files(folder, "events")
     today = con.execute("SELECT avg(CASE WHEN customer_id LIKE 'email:%' OR customer_id LIKE 'anonymous_id:%' "
                         "OR customer_id LIKE 'phone:%' THEN 0 ELSE 1 END) FROM read_parquet($f)",
                         {"f": staged_events}).fetchall()[0][0]
@@ -248,9 +263,9 @@ def test_warnings_are_published_with_the_run_and_shown_by_the_report(sample, tmp
     own_lake = tmp_path / "lake"
     shutil.copytree(lake_dir, own_lake)
     warehouse = tmp_path / "w.duckdb"
-    night = gated_run(config_for(data, own_lake), tmp_path / "validation", warehouse,
-                      GateLimits(off_map_share=0.001), progress=QUIET)
-    observed = warnings_of(night.gate)["drift_off_map"]["observed"]
+    _, checked = gated_run(config_for(data, own_lake), tmp_path / "validation", warehouse,
+                           GateLimits(off_map_share=0.001))
+    observed = warnings_of(checked)["drift_off_map"]["observed"]
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
         assert con.execute("SELECT warnings, warning_details FROM runs").fetchall() == [

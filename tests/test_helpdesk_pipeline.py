@@ -9,8 +9,9 @@ import duckdb
 import pytest
 
 from journey_defs.loader import BUILTIN_JOURNEYS, load_journey
-from pipelines.journey_pipeline import RunConfig, run
-from transforms import lake
+from flows.night import stage_and_commit as run
+from pipelines.journey_pipeline import RunConfig
+from lake import open_snapshot
 
 AS_OF = date(2012, 6, 30)  # mid-log: many tickets open, some stalled
 
@@ -69,7 +70,7 @@ def test_stage_counts_match_plain_sql(helpdesk_run, helpdesk_csv):
     for row in expected:
         for stage, entered in zip(journey.stage_ids, row[3:]):
             reached[stage] += bool(entered)
-    stages = lake.read_partition(str(lake_dir), "journey_stages", AS_OF)
+    stages = open_snapshot(str(lake_dir)).read("journey_stages", [AS_OF])
     assert Counter(stages["stage"].to_pylist()) == +reached
     assert reached["assign"] > 1000  # the comparison is about real volume
 
@@ -77,7 +78,7 @@ def test_stage_counts_match_plain_sql(helpdesk_run, helpdesk_csv):
 def test_stalled_and_status_counts_match_plain_sql(helpdesk_run, helpdesk_csv):
     _, lake_dir, _ = helpdesk_run
     expected = plain_sql_truth(helpdesk_csv)
-    journeys = lake.read_partition(str(lake_dir), "journeys", AS_OF).to_pylist()
+    journeys = open_snapshot(str(lake_dir)).read("journeys", [AS_OF]).to_pylist()
     assert Counter((j["current_stage"], j["status"]) for j in journeys) == Counter((r[1], r[2]) for r in expected)
     stalled = {j["customer_id"] for j in journeys if j["status"] == "stalled"}
     assert stalled == {r[0] for r in expected if r[2] == "stalled"} and stalled

@@ -9,8 +9,9 @@ import pytest
 
 from generator.generate import GenerateConfig, generate
 from journey_defs.loader import BUILTIN_JOURNEYS, load_journey
-from pipelines.journey_pipeline import RunConfig, run
-from transforms import lake
+from flows.night import stage_and_commit as run
+from pipelines.journey_pipeline import RunConfig
+from lake import open_snapshot
 
 SAMPLE = GenerateConfig(customers=150, days=3, seed=9, fault_rate=0.02)
 AS_OF = SAMPLE.start + timedelta(days=SAMPLE.days - 1)
@@ -36,7 +37,7 @@ def published(sample, lake_dir, flags) -> dict:
                   n_buckets=3, runner_flags=flags), progress=lambda _: None)
     tables = {}
     for table in COMPARED:
-        rows = lake.read_partition(str(lake_dir), table, AS_OF)
+        rows = open_snapshot(str(lake_dir)).read(table, [AS_OF])
         if "run_id" in rows.column_names:
             rows = rows.drop_columns(["run_id"])
         tables[table] = rows.sort_by([(c, "ascending") for c in rows.column_names])

@@ -97,7 +97,7 @@ def test_a_nightly_run_is_recorded_by_the_real_server(server, sample, tmp_path):
                            "--journey", "subscription", "--buckets", "4"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    runs = [r for r in flow_runs(base) if r["parameters"].get("data_dir") == data]
+    runs = [r for r in flow_runs(base) if (r["parameters"].get("options") or {}).get("data_dir") == data]
     assert [r["state_type"] for r in runs] == ["COMPLETED"]
 
 
@@ -137,5 +137,5 @@ def test_prefect_yaml_deploys_the_nightly_schedule(server, tmp_path):
     [deployment] = api(base, "/deployments/filter", {"deployments": {"name": {"any_": ["journeys-nightly"]}}})
     [schedule] = deployment["schedules"]
     assert (schedule["schedule"]["cron"], schedule["schedule"]["timezone"]) == ("0 2 * * *", "Europe/Berlin")
-    assert deployment["parameters"]["data_dir"] == str(tmp_path / "data")
+    assert deployment["parameters"]["options"]["data_dir"] == str(tmp_path / "data")
     assert deployment["global_concurrency_limit"]["limit"] == 1 and deployment["work_pool_name"] == "journeys"

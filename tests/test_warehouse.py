@@ -19,7 +19,7 @@ import pytest
 
 from flows.cli import main
 from tests.warehouse_sample import DAYS, JOURNEY, LAST
-from transforms import lake
+from lake import open_snapshot
 from warehouse.publish import NothingToPublish, publish
 from warehouse.tables import ALL_TABLES, MIRRORED, PARTITION_COLUMN
 from warehouse.views import VIEWS
@@ -55,11 +55,11 @@ def test_publish_mirrors_every_lake_partition(sample, tmp_path):
         publish(lake_dir, warehouse, [day], [JOURNEY], progress=quiet)
     for table, (lake_table, schema) in MIRRORED.items():
         for day in DAYS:
-            expected = lake.read_partition(lake_dir, lake_table, day, schema)
+            expected = open_snapshot(lake_dir).read(lake_table, [day])
             got = rows(warehouse, f"SELECT count(*) FROM {table} WHERE {PARTITION_COLUMN} = '{day}'")[0][0]
             assert got == expected.num_rows, (table, day)
     assert rows(warehouse, "SELECT count(*), count(DISTINCT event_id) FROM events")[0] == (
-        sum(lake.read_partition(lake_dir, "events", d).num_rows for d in DAYS),) * 2
+        sum(open_snapshot(lake_dir).read("events", [d]).num_rows for d in DAYS),) * 2
     assert rows(warehouse, "SELECT stage FROM journey_maps ORDER BY stage_index") == [(s,) for s in JOURNEY.stage_ids]
     assert rows(warehouse, "SELECT count(*) FROM alerts") == [(0,)]
     assert not list(tmp_path.glob("w.duckdb.publishing-*"))
@@ -113,7 +113,7 @@ def test_a_range_at_once_equals_its_days_one_by_one(sample, tmp_path):
 
 def test_a_day_the_lake_does_not_have_is_an_error(sample, tmp_path):
     _, lake_dir = sample
-    with pytest.raises(NothingToPublish, match="has nothing for 2030-01-01"):
+    with pytest.raises(NothingToPublish, match="has nothing committed for 2030-01-01"):
         publish(lake_dir, tmp_path / "w.duckdb", [DAYS[0], DAYS[0].replace(year=2030, month=1, day=1)], progress=quiet)
     assert not (tmp_path / "w.duckdb").exists()
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from generator.generate import GenerateConfig, generate
 from journey_defs.loader import BUILTIN_JOURNEYS, load_journey
-from pipelines.journey_pipeline import RunConfig, run
+from flows.night import stage_and_commit as run
+from pipelines.journey_pipeline import RunConfig
 
 CONFIG = GenerateConfig(customers=700, days=5, seed=11, fault_rate=0.01)
 DAYS = [CONFIG.start + timedelta(days=d) for d in range(CONFIG.days)]

@@ -16,6 +16,7 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 
 from journey_defs.outputs import FILE_COUNTS
+from lake import crash
 from journey_defs.source_spec import SourceSpec
 from transforms.manifest import rows_per_file
 from transforms.parse import (
@@ -77,6 +78,7 @@ class ParseFileBatch(beam.DoFn):
         source, files = element
         inputs = read_files([(path, date.fromisoformat(day) if day else None) for path, day in files], self.data_dir)
         result = parse_contents(self.specs[source], inputs, self.limits)
+        crash.point("parse")
         self.records.inc(result.records_read)
         self.bad.inc(result.bad_rows.num_rows)
         self.failed.inc(len(result.failed))

@@ -9,7 +9,6 @@ connection kept per thread and process (`reused_connection`), as opening one cos
 """
 from __future__ import annotations
 
-import io
 import os
 import threading
 from contextlib import contextmanager
@@ -17,8 +16,6 @@ from typing import Iterator
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
 
 MACROS = """
 CREATE TEMP MACRO _nz(x) AS CASE
@@ -95,30 +92,6 @@ def query_tables(sql: str, tables: dict[str, pa.Table], params: dict | None = No
         finally:
             for name in tables:
                 con.unregister(name)
-
-
-def insert_parquet(con: duckdb.DuckDBPyConnection, table: str, files: list[str], columns: list[str],
-                   extra: str = "", params: dict | None = None) -> int:
-    """Append `columns` of the Parquet `files` (plus the `extra` select expressions, with
-    `params`) to `table` by name; rows inserted. Local files are read by DuckDB itself
-    (streaming, no Arrow copy); remote ones (gs://, s3://) through Beam's FileSystems, one
-    file at a time."""
-    if not files:
-        return 0
-    select = ", ".join([*(f'"{c}"' for c in columns), *([extra] if extra else [])])
-    if not any("://" in f for f in files):
-        return int(con.execute(f"INSERT INTO {table} BY NAME SELECT {select} FROM read_parquet($files, "
-                               "union_by_name = true, hive_partitioning = false)",
-                               {**(params or {}), "files": files}).fetchone()[0])
-    inserted = 0
-    for path in files:
-        with FileSystems.open(path) as stream:
-            part = pq.read_table(io.BytesIO(stream.read()), columns=columns)
-        con.register("_part", part)
-        con.execute(f"INSERT INTO {table} BY NAME SELECT {select} FROM _part", params or {})
-        con.unregister("_part")
-        inserted += part.num_rows
-    return inserted
 
 
 def sql_literal(text: str) -> str:

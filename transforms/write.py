@@ -1,4 +1,4 @@
-"""Write Arrow tables as Parquet part files of the lake's staging area (Beam FileSystems)."""
+"""Write Arrow tables as Parquet part files into a run's own lake folder (Beam FileSystems)."""
 from __future__ import annotations
 
 from datetime import date
@@ -8,31 +8,41 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
-from transforms.lake import part_path, write_table
+from lake import crash
+from lake.files import write_table
+from lake.state import RunFolder
+from lake.tables import TABLES
 
 
 class WriteParts(beam.DoFn):
-    """Element: (part name, table). Rows go to the partition of their `partition_column` date
-    (or `default_date` where that is null / when no column is given); one file per partition
-    and part name, so re-running the same input writes the same file names."""
+    """Element: (part name, table). Rows go to the partition of the lake table's rule (their
+    `source_date`, or `default_date` where null / for as-of tables) and scope (their journey
+    or source; the run's own id for run-scoped tables); one file per partition, scope and
+    part name, so re-running the same input writes the same file names."""
 
-    def __init__(self, root: str, table: str, default_date: date, partition_column: str | None = None):
-        self.root, self.table, self.default_date, self.partition_column = root, table, default_date, partition_column
+    def __init__(self, folder: RunFolder, table: str, default_date: date):
+        self.folder, self.table, self.default_date = folder, table, default_date
         self.rows = Metrics.counter("write", f"{table}_rows")
 
     def process(self, element):
         part, table = element
         if table.num_rows == 0:
             return
-        for day, rows in _by_date(table, self.partition_column, self.default_date):
-            write_table(part_path(self.root, self.table, day, part), rows)
-            self.rows.inc(rows.num_rows)
+        spec = TABLES[self.table]
+        for day, by_day in _split(table, spec.partition_column, pa.scalar(self.default_date, pa.date32())):
+            for scope, rows in _split(by_day, spec.scope_column, pa.scalar(self.folder.run_id)):
+                path = self.folder.part_path(self.table, day, scope, part)
+                crash.point("staging", path)
+                write_table(path, rows)
+                crash.point("staging", path)
+                self.rows.inc(rows.num_rows)
 
 
-def _by_date(table: pa.Table, column: str | None, default: date):
+def _split(table: pa.Table, column: str | None, default: pa.Scalar):
+    """(value, rows) per distinct value of `column` (nulls count as `default`)."""
     if column is None:
-        yield default, table
+        yield default.as_py(), table
         return
-    days = pc.fill_null(table.column(column), pa.scalar(default, pa.date32()))
-    for day in pc.unique(days).to_pylist():
-        yield day, table.filter(pc.equal(days, pa.scalar(day, pa.date32())))
+    values = pc.fill_null(table.column(column), default)
+    for value in pc.unique(values).to_pylist():
+        yield value, table.filter(pc.equal(values, pa.scalar(value, values.type)))

@@ -24,8 +24,8 @@ import duckdb
 import pyarrow as pa
 
 from journey_defs.model import JourneyMap
-from transforms import lake
-from transforms.sql_session import insert_parquet
+from lake import Snapshot, crash, open_snapshot, writer_lock
+from lake.load import insert_parquet
 from warehouse.alerting import replay
 from warehouse.tables import ALL_TABLES, JOURNEY_MAPS, MIRRORED, PARTITION_COLUMN, warehouse_schema
 from warehouse.views import create_views
@@ -51,16 +51,25 @@ class PublishReport:
 
 
 def publish(lake_root: str, warehouse: str | Path, days: Sequence[date], journeys: Sequence[JourneyMap] = (),
-            progress: Callable[[str], None] = print, lock_timeout: float = 600.0) -> PublishReport:
-    """Make the warehouse's partitions of `days` equal the lake's, and record the intended
-    maps of `journeys`; all or nothing."""
+            progress: Callable[[str], None] = print, lock_timeout: float | None = 3600.0) -> PublishReport:
+    """Make the warehouse's partitions of `days` equal the lake's committed ones, and record
+    the intended maps of `journeys`; all or nothing. Holds the lake's writer lock (so the
+    committed state it reads stays whole) and the warehouse's own lock."""
     began = time.perf_counter()
-    path = Path(warehouse)
-    days = tuple(sorted(set(days)))
-    empty = [d.isoformat() for d in days if not _has_any_partition(lake_root, d)]
+    with writer_lock(lake_root, lock_timeout, progress, "journeys publish"):
+        report = _publish(open_snapshot(lake_root), Path(warehouse), tuple(sorted(set(days))), journeys, progress,
+                          lock_timeout)
+    report.seconds = time.perf_counter() - began
+    progress(f"published {len(report.days)} day(s) to {report.warehouse} in {report.seconds:.1f} s")
+    return report
+
+
+def _publish(snapshot: Snapshot, path: Path, days: tuple[date, ...], journeys: Sequence[JourneyMap], progress,
+             lock_timeout: float | None) -> PublishReport:
+    empty = [d.isoformat() for d in days if not snapshot.state.has_day(d)]
     if empty:
-        raise NothingToPublish(f"the lake {lake_root} has nothing for {', '.join(empty)}: run the pipeline for "
-                               "those days first")
+        raise NothingToPublish(f"the lake {snapshot.root} has nothing committed for {', '.join(empty)}: run the "
+                               "pipeline for those days first")
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = dict.fromkeys(MIRRORED, 0)
     with _exclusive(path, lock_timeout):
@@ -70,6 +79,7 @@ def publish(lake_root: str, warehouse: str | Path, days: Sequence[date], journey
         try:
             if path.exists():
                 shutil.copyfile(path, work)
+            crash.point("publish-copy", str(work))
             con = duckdb.connect(str(work))
             try:
                 con.execute("SET enable_progress_bar = false")
@@ -78,7 +88,7 @@ def publish(lake_root: str, warehouse: str | Path, days: Sequence[date], journey
                 for day in days:
                     staged = 0
                     for table, (lake_table, schema) in MIRRORED.items():
-                        n = _replace_partition(con, table, day, lake_root, lake_table, schema)
+                        n = _replace_partition(con, table, day, snapshot, lake_table, schema)
                         staged, rows[table] = staged + n, rows[table] + n
                     progress(f"publish {day}: {staged:,} rows staged")
                 if journeys:
@@ -90,18 +100,14 @@ def publish(lake_root: str, warehouse: str | Path, days: Sequence[date], journey
             finally:
                 con.close()
             _fsync(work)
+            crash.point("publish-written", str(work))
             os.replace(work, path)
+            crash.point("publish-renamed", str(path))
             _fsync(path.parent)
         finally:
             work.unlink(missing_ok=True)
             Path(str(work) + ".wal").unlink(missing_ok=True)
-    report = PublishReport(str(path), days, time.perf_counter() - began, rows)
-    progress(f"published {len(days)} day(s) to {path} in {report.seconds:.1f} s")
-    return report
-
-
-def _has_any_partition(lake_root: str, day: date) -> bool:
-    return any(lake.partition_files(lake_root, lake_table, day) for lake_table, _ in MIRRORED.values())
+    return PublishReport(str(path), days, 0.0, rows)
 
 
 def _create_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -119,11 +125,11 @@ def _create_tables(con: duckdb.DuckDBPyConnection) -> None:
         con.unregister("_empty")
 
 
-def _replace_partition(con: duckdb.DuckDBPyConnection, table: str, day: date, lake_root: str, lake_table: str,
+def _replace_partition(con: duckdb.DuckDBPyConnection, table: str, day: date, snapshot: Snapshot, lake_table: str,
                        schema: pa.Schema) -> int:
-    """Replace the table's rows of `day` with the lake partition's; rows inserted."""
+    """Replace the table's rows of `day` with the lake's committed partition; rows inserted."""
     con.execute(f"DELETE FROM {table} WHERE {PARTITION_COLUMN} = ?", [day])
-    return insert_parquet(con, table, lake.partition_files(lake_root, lake_table, day), schema.names,
+    return insert_parquet(con, table, snapshot.files(lake_table, day), schema.names,
                           f"$day::DATE AS {PARTITION_COLUMN}", {"day": day})
 
 
@@ -151,17 +157,18 @@ def _replace_maps(con: duckdb.DuckDBPyConnection, journeys: Sequence[JourneyMap]
 
 
 @contextmanager
-def _exclusive(path: Path, timeout: float) -> Iterator[None]:
-    """One publisher per warehouse file at a time (a lock file beside it; released by the
-    kernel if the publisher dies). Waits up to `timeout` seconds, then WarehouseBusy."""
+def _exclusive(path: Path, timeout: float | None) -> Iterator[None]:
+    """One publisher per warehouse file at a time, whatever lake it publishes from (a lock
+    file beside it; released by the kernel if the publisher dies). Waits up to `timeout`
+    seconds (None: without limit), then WarehouseBusy."""
     with open(path.with_name(path.name + ".lock"), "a+") as lock:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + (timeout or 0)
         while True:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if time.monotonic() >= deadline:
+                if timeout is not None and time.monotonic() >= deadline:
                     raise WarehouseBusy(f"{path} is being published by another process "
                                         f"(waited {timeout:g} s)") from None
                 time.sleep(0.1)

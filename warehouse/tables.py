@@ -10,28 +10,12 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from journey_defs.canonical import BAD_ROW_SCHEMA, CANONICAL_SCHEMA
-from journey_defs.outputs import (
-    CHECKS, DEVIATIONS, FEEDBACK, IDENTITIES, JOURNEY_STAGES, JOURNEYS, MANIFEST, OFF_MAP_COUNTS, SESSIONS, STAGE_DAILY,
-)
+from lake.tables import TABLES
 
 PARTITION_COLUMN = "partition_date"
 
-MIRRORED: dict[str, tuple[str, pa.Schema]] = {
-    "events": ("events", CANONICAL_SCHEMA),
-    "bad_rows": ("bad_rows", BAD_ROW_SCHEMA),
-    "identities": ("identities", IDENTITIES),
-    "sessions": ("sessions", SESSIONS),
-    "journeys": ("journeys", JOURNEYS),
-    "journey_stages": ("journey_stages", JOURNEY_STAGES),
-    "deviations": ("deviations", DEVIATIONS),
-    "feedback": ("feedback", FEEDBACK),
-    "stage_daily": ("stage_daily", STAGE_DAILY),
-    "off_map": ("off_map", OFF_MAP_COUNTS),
-    "run_files": ("manifest", MANIFEST),
-    "run_checks": ("checks", CHECKS),
-}
-"""warehouse table -> (lake table, lake schema)."""
+MIRRORED: dict[str, tuple[str, pa.Schema]] = {t.warehouse: (t.name, t.schema) for t in TABLES.values()}
+"""warehouse table -> (lake table, lake schema), from the lake's registry."""
 
 ALERTS = pa.schema([
     ("alert_id", pa.string()), ("journey_id", pa.string()), ("stage", pa.string()),
