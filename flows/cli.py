@@ -16,6 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger().addFilter(lambda record: not str(record.msg).startswith("apitools not found"))
     parser = _parser()
     args = parser.parse_args(argv)
+    if not args.debug:  # a worker's failure is reported once, in one line, below (--debug: the whole trace)
+        logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
     try:
         return args.run(args)
     except Exception as exc:
@@ -373,12 +375,11 @@ def _report(args) -> int:
 
 
 def _check(args) -> int:
-    from journey_defs.loader import load_journey, resolve_journey
-    from journey_defs.source_spec import available_sources
+    """Load everything a run would load (journeys, their source specs, every spec in each
+    --sources-dir), with the run's own rules (DuckDB's RE2 regexes, strptime patterns, zones)."""
+    from journey_defs.loader import check_definitions
 
-    known = available_sources(args.sources_dir)
-    for name in args.journeys:
-        journey = load_journey(resolve_journey(name), known_sources=known)
+    for journey in check_definitions(args.journeys, args.sources_dir):
         print(f"ok  {journey.source_file}: journey {journey.id} v{journey.version}, {journey.ordering}, "
               f"stages {' → '.join(journey.stage_ids)}")
     return 0

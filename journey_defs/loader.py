@@ -241,7 +241,8 @@ def _check_regex(node: Node, pattern: str) -> None:
             re.compile(pattern)
         except re.error:
             raise node.error(message) from None
-    raise node.error(message + "; RE2 has no look-around, backreferences, atomic groups or possessive quantifiers")
+    raise node.error(message + "; RE2 has no look-around, backreferences, atomic groups or possessive "
+                     "quantifiers (https://github.com/google/re2/wiki/Syntax)")
 
 
 # --- alerts ---------------------------------------------------------------------

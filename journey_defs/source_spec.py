@@ -24,6 +24,7 @@ IDENTITY_TABLE_COLUMNS = ("customer_id", "email", "phone", "segment")
 _EVENT_ONLY_KEYS = ("channel", "event_id", "timestamp", "event_type", "fields", "attributes")
 _SOURCE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _PLACEHOLDER = re.compile(r"\{([^}]*)\}")
+_GLOB_CLASS = re.compile(r"\[[^\]]*\]")
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,13 @@ def _data_path(node: Node) -> str:
     placeholders = _PLACEHOLDER.findall(text)
     if any(p != "date" for p in placeholders) or len(placeholders) > 1:
         raise node.error(f"path '{text}' may contain only one placeholder, {{date}}")
+    for token in _GLOB_CLASS.findall(text):
+        # transforms.parse turns the glob into a Python regex, a [...] class verbatim.
+        try:
+            re.compile(token)
+        except re.error as exc:
+            raise node.error(f"path '{text}' has a bad character class '{token}' ({exc}); "
+                             "expected a class like [0-9] or [abc]") from None
     return text
 
 

@@ -1,15 +1,21 @@
 """The journey-map loader: the shipped maps load, and every broken map fails with
-file, line, key path and what was expected."""
+file, line, key path and what was expected. Regexes and JSON attribute names are judged by
+the DuckDB the run uses (both ways: what loads, transforms.match runs; what is rejected, it
+cannot), and check_definitions loads everything a run loads, plus every spec of a --sources-dir."""
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 from datetime import timedelta
 
+import duckdb
 import pytest
 
 from journey_defs.config_yaml import ConfigError
-from journey_defs.loader import BUILTIN_JOURNEYS, load_journey, resolve_journey
-from journey_defs.model import AlertPolicy, Predicate
+from journey_defs.loader import BUILTIN_JOURNEYS, check_definitions, load_journey, resolve_journey
+from journey_defs.model import AlertPolicy, JourneyMap, Predicate, Stage, Touchpoint
+from tests.helpers import canonical_events
+from transforms.match import match_touchpoints
 
 # A small valid map; the error cases below replace whole lines of it by number.
 BASE = """\
@@ -190,7 +196,7 @@ ERROR_CASES = {  # case id: (replaced lines, error line, key path, expected text
         {15: ""}, 14, TP, "missing required key 'event'"),
     "regex_does_not_compile": (
         {16: '        where: {plan: {regex: "(a|b"}}'}, 16, f"{TP}.where.plan.regex",
-        "bad regex '(a|b': missing ), unterminated subpattern at position 0"),
+        "'(a|b' is not a pattern DuckDB's RE2 accepts (missing ): (a|b)"),
     "unknown_predicate_op": (
         {16: "        where: {plan: {startswith: b}}"}, 16, f"{TP}.where.plan.startswith",
         "unknown key 'startswith'"),
@@ -224,6 +230,30 @@ ERROR_CASES = {  # case id: (replaced lines, error line, key path, expected text
         "baseline_window must be longer than recent_window"),
     "baseline_equal_to_recent": (
         {19: "  baseline_window: 7d"}, 19, "alerts.baseline_window", "baseline_window must be longer"),
+    "alert_window_not_whole_days": (
+        {18: "  recent_window: 36h"}, 18, "alerts.recent_window",
+        "alert windows count whole nights; expected whole days like 7d or 2w, got '36h'"),
+    "duration_too_long": (
+        {4: "conversion_window: 36526d"}, 4, "conversion_window",
+        "bad duration '36526d'; expected at most 36525d (100 years)"),
+    "duration_beyond_timedelta": (  # was an OverflowError, not a ConfigError
+        {12: "    max_time_in_stage: 99999999999w"}, 12, "stages[1].max_time_in_stage",
+        "bad duration '99999999999w'; expected at most 36525d"),
+    "duration_rounds_to_zero": (
+        {4: "conversion_window: 0.0000001s"}, 4, "conversion_window",
+        "bad duration '0.0000001s'; it rounds to 0, expected at least 1 microsecond"),
+    "lone_surrogate_in_event": (
+        {15: '        event: "check\\ud800out"'}, 15, f"{TP}.event",
+        "'check\\ud800out' holds a lone surrogate (\\ud800); expected text that is valid Unicode"),
+    "lone_surrogate_in_attribute_name": (
+        {16: '        where: {"pl\\udfffan": {equals: basic}}'}, 16, f"{TP}.where.pl\udfffan",
+        "holds a lone surrogate (\\udfff)"),
+    "attribute_empty_name": (
+        {16: "        where: {'': {equals: basic}}"}, 16, f"{TP}.where.",
+        "attribute '' cannot be read from the attributes JSON (JSON path error near '.\"\"')"),
+    "attribute_json_wildcard": (
+        {16: "        where: {'*': {equals: basic}}"}, 16, f"{TP}.where.*",
+        "attribute '*' cannot be read from the attributes JSON (DuckDB reads '*' as a JSON wildcard, not a key)"),
 }
 
 
@@ -254,3 +284,180 @@ def test_unknown_source_lists_the_known_ones(tmp_path):
         write_map(tmp_path), 5, "sources[1]", "unknown source 'email'; expected one of chat, web",
         known_sources={"web", "chat"},
     )
+
+
+# --- regexes: RE2 (DuckDB's regexp_matches) decides, not Python's re ----------------
+RE2_REJECTS = {  # case id: (pattern, DuckDB's reason); Python's re takes every one of them
+    "look_ahead": ("x(?=y)", "invalid perl operator: (?="),
+    "negative_look_ahead": ("x(?!y)", "invalid perl operator: (?!"),
+    "look_behind": ("(?<=x)y", "invalid perl operator: (?<"),
+    "negative_look_behind": ("(?<!x)y", "invalid perl operator: (?<"),
+    "backreference": (r"(a)\1", r"invalid escape sequence: \1"),
+    "named_backreference": ("(?P<p>a)(?P=p)", "invalid perl operator: (?P"),
+    "atomic_group": ("(?>ab|a)c", "invalid perl operator: (?>"),
+    "possessive_plus": ("a++", "bad repetition operator: ++"),
+    "possessive_star": ("a*+b", "bad repetition operator: *+"),
+    "end_before_newline": (r"x\Z", r"invalid escape sequence: \Z"),
+    "verbose_flag": ("(?x) a b", "invalid perl operator: (?x"),
+    "repeat_over_1000": ("a{1001}", "invalid repetition size: {1001}"),
+}
+
+
+def regex_map(tmp_path, pattern: str):
+    """BASE with line 16's predicate a regex (single-quoted YAML: backslashes stay as written)."""
+    return write_map(tmp_path, {16: f"        where: {{page: {{regex: '{pattern}'}}}}"})
+
+
+@pytest.mark.parametrize(("pattern", "reason"), RE2_REJECTS.values(), ids=RE2_REJECTS.keys())
+def test_regex_that_re2_rejects_fails_at_load(tmp_path, pattern, reason):
+    assert_config_error(
+        regex_map(tmp_path, pattern), 16, f"{TP}.where.page.regex",
+        f"'{pattern}' is not a pattern DuckDB's RE2 accepts ({reason}); RE2 has no look-around, "
+        "backreferences, atomic groups or possessive quantifiers")
+
+
+def test_regex_error_message_in_full(tmp_path):
+    path = regex_map(tmp_path, "x(?=y)")
+    with pytest.raises(ConfigError) as info:
+        load_journey(path)
+    assert str(info.value) == (
+        f"{path}:16: {TP}.where.page.regex: 'x(?=y)' is not a pattern DuckDB's RE2 accepts "
+        "(invalid perl operator: (?=); RE2 has no look-around, backreferences, atomic groups or "
+        "possessive quantifiers (https://github.com/google/re2/wiki/Syntax)")
+
+
+RE2_ACCEPTS = [
+    "^/pricing$", r"^/item/[0-9]+$", "[a-z]+", "pro|team", "(?i)^/PRICING", "(?s)a.b", "(?m)^a$",
+    "(?i:pro)-plan", r"\d{2,3}", r"\bwelcome\b", "[[:alpha:]]+", "(?P<plan>pro)", "a{1000}", "a+?",
+    r"\pL+", "(?U)a+",  # RE2 only: Python's re rejects these two, the run takes them
+]
+
+
+@pytest.mark.parametrize("pattern", RE2_ACCEPTS)
+def test_regex_that_re2_accepts_loads(tmp_path, pattern):
+    journey = load_journey(regex_map(tmp_path, pattern))
+    assert journey.stage("buy").touchpoints[0].where == (Predicate("page", "regex", pattern),)
+
+
+# --- check_definitions: everything a run loads ----------------------------------------
+SPEC = """\
+source: shop
+format: jsonl
+path: "shop/{date}/*.jsonl"
+channel: store
+timestamp: {field: at}
+event_type: {field: kind}
+identity: {user_id: customer}
+"""
+
+
+def spec_dir(tmp_path, files: dict[str, str]):
+    folder = tmp_path / "specs"
+    folder.mkdir(exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(textwrap.dedent(text), encoding="utf-8")
+    return folder
+
+
+def test_check_definitions_accepts_the_builtin_journeys():
+    journeys = check_definitions(sorted(BUILTIN_JOURNEYS), [])
+    assert [j.id for j in journeys] == sorted(BUILTIN_JOURNEYS) == ["helpdesk", "subscription"]
+
+
+def test_check_definitions_accepts_a_map_file_and_a_good_spec_dir(tmp_path):
+    folder = spec_dir(tmp_path, {"shop.yaml": SPEC})
+    path = write_map(tmp_path, {5: "sources: [web, shop]"})
+    [journey] = check_definitions([str(path)], [folder])
+    assert journey.sources == ("web", "shop")
+
+
+def test_check_definitions_rejects_an_unnamed_spec_with_an_unknown_key(tmp_path):
+    """No journey names `shop`: a run would not load it, so only check can catch it."""
+    folder = spec_dir(tmp_path, {"shop.yaml": SPEC.replace("timestamp:", "timestmap:")})
+    with pytest.raises(ConfigError) as info:
+        check_definitions(["subscription"], [folder])
+    error = info.value
+    assert (error.file, error.line, error.path) == (str(folder / "shop.yaml"), 5, "timestmap")
+    assert error.message == "unknown key 'timestmap'; did you mean 'timestamp'?"
+
+
+def test_check_definitions_rejects_a_spec_with_bad_yaml(tmp_path):
+    folder = spec_dir(tmp_path, {"good.yml": SPEC.replace("shop", "good"), "shop.yaml": SPEC + "fields: {score: [\n"})
+    with pytest.raises(ConfigError) as info:
+        check_definitions(["helpdesk"], [folder])
+    assert info.value.file == str(folder / "shop.yaml")
+    assert info.value.message.startswith("invalid YAML: ")
+
+
+def test_check_definitions_rejects_a_spec_named_after_another_source(tmp_path):
+    folder = spec_dir(tmp_path, {"till.yaml": SPEC})
+    with pytest.raises(ConfigError, match="source name 'shop' must match the file name 'till'"):
+        check_definitions(["helpdesk"], [folder])
+
+
+def test_check_definitions_rejects_a_broken_spec_a_journey_names(tmp_path):
+    """A built-in overridden by a broken user spec fails as the run would."""
+    folder = spec_dir(tmp_path, {"web.yaml": SPEC.replace("shop", "web").replace("store", "fax")})
+    with pytest.raises(ConfigError) as info:
+        check_definitions(["subscription"], [folder])
+    assert (info.value.file, info.value.path) == (str(folder / "web.yaml"), "channel")
+
+
+def test_check_definitions_rejects_unknown_sources_and_missing_dirs(tmp_path):
+    path = write_map(tmp_path, {5: "sources: [web, till]"})
+    with pytest.raises(ConfigError) as info:
+        check_definitions([str(path)], [spec_dir(tmp_path, {"shop.yaml": SPEC})])
+    assert (info.value.line, info.value.path) == (5, "sources[1]")
+    assert info.value.message.startswith("unknown source 'till'; expected one of chat, crm, email, helpdesk, ")
+    with pytest.raises(ConfigError, match="source spec directory does not exist"):
+        check_definitions(["helpdesk"], [tmp_path / "nowhere"])
+    with pytest.raises(ConfigError, match="no such journey"):
+        check_definitions(["no-such-map"], [])
+
+
+# --- parity: what check accepts, the run's matcher compiles; what it rejects, it cannot --
+ODD_ATTRIBUTES = ['a"b', "a\\b", "$", "a.b", "[0]", "x y"]  # keys of the attributes JSON, used as written
+
+
+def parity_map(tmp_path, patterns: list[str]):
+    """A map whose stage k matches page regex k, plus one stage per odd JSON attribute name."""
+    stages = [f"  - id: s{k}\n    touchpoints:\n      - {{channel: web, event: view, where: {{page: {{regex: '{p}'}}}}}}"
+              for k, p in enumerate(patterns)]
+    stages += [f"  - id: j{k}\n    touchpoints:\n      - {{channel: web, event: click, where: {{'{a}': {{equals: 'v{k}'}}}}}}"
+               for k, a in enumerate(ODD_ATTRIBUTES)]
+    path = tmp_path / "parity.yaml"
+    path.write_text('journey: parity\nversion: "1"\nordering: unordered\nsources: [web]\nstages:\n'
+                    + "\n".join(stages) + "\n", encoding="utf-8")
+    return path
+
+
+def test_what_check_accepts_the_run_matches(tmp_path):
+    patterns = ["^/item/[0-9]+$", "(?i)^/PRICING$", "^/(a|b)/", r"\pL+-\d", "[[:upper:]]{3}"]
+    [journey] = check_definitions([str(parity_map(tmp_path, patterns))], [])
+    pages = ["/item/42", "/Pricing", "/b/x", "é-7", "ABC"]  # page k matches pattern k first
+    rows = [{"ts": "2026-01-05 10:00", "channel": "web", "event_type": "view", "page": p} for p in pages]
+    rows += [{"ts": "2026-01-05 10:00", "channel": "web", "event_type": "click", "attributes": {a: f"v{k}"}}
+             for k, a in enumerate(ODD_ATTRIBUTES)]
+    rows += [{"ts": "2026-01-05 10:00", "channel": "web", "event_type": "view", "page": "/nothing"}]
+    matched = match_touchpoints(canonical_events(rows), journey).to_pylist()
+    assert [m["stage_index"] for m in matched] == list(range(len(patterns) + len(ODD_ATTRIBUTES))) + [-1]
+
+
+@pytest.mark.parametrize("pattern", [p for p, _ in RE2_REJECTS.values()], ids=RE2_REJECTS.keys())
+def test_what_check_rejects_the_run_cannot_match(pattern):
+    """Not stricter than the run: each rejected regex also fails in transforms.match."""
+    journey = JourneyMap(id="j", version="1", sources=("web",), stages=(
+        Stage("s", "s", (Touchpoint("web", "view", (Predicate("page", "regex", pattern),)),)),))
+    events = canonical_events([{"ts": "2026-01-05 10:00", "channel": "web", "event_type": "view", "page": "x"}])
+    with pytest.raises(duckdb.Error):
+        match_touchpoints(events, journey)
+
+
+@pytest.mark.parametrize("attribute", ["", "*"])
+def test_attribute_names_check_rejects_the_run_cannot_read(attribute):
+    journey = JourneyMap(id="j", version="1", sources=("web",), stages=(
+        Stage("s", "s", (Touchpoint("web", "view", (Predicate(attribute, "equals", "v"),)),)),))
+    events = canonical_events([{"ts": "2026-01-05 10:00", "channel": "web", "event_type": "view",
+                                "attributes": {"x": "v"}}])
+    with pytest.raises(duckdb.Error):
+        match_touchpoints(events, journey)

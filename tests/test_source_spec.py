@@ -1,9 +1,15 @@
-"""Source specs: built-ins load; every mistake fails at load with file, line and what is expected."""
+"""Source specs: built-ins load; every mistake fails at load with file, line and what is expected,
+including what only DuckDB or the file listing would reject at run time (strptime patterns, time
+zones, JSON-lines field paths, path classes), each shown to fail in the run's own code too."""
 from __future__ import annotations
 
+import dataclasses
+import json
+import re
 import textwrap
 from datetime import datetime, timezone
 
+import duckdb
 import pytest
 
 from journey_defs.config_yaml import ConfigError
@@ -16,7 +22,7 @@ from journey_defs.source_spec import (
     load_source_spec,
     load_sources,
 )
-from transforms.parse import parse_file, source_files
+from transforms.parse import parse_bytes, parse_file, source_files
 
 GOOD = """\
 source: shop
@@ -193,3 +199,141 @@ def test_user_spec_parses_a_custom_export_without_code(tmp_path):
          "ts": datetime(2026, 1, 5, 10, 2, 34, tzinfo=timezone.utc), "email": None, "phone": "+493012345",
          "disposition": "refund", "attributes": None},
     ]
+
+
+# --- what DuckDB decides at run time is decided by DuckDB at load ---------------------------
+RECORD = {"id": "1", "at": "2026-01-05T10:00:00Z", "kind": "buy", "customer": {"number": "c1"},
+          "rating": "5", "till": "t1"}
+
+
+def parse_one(spec: SourceSpec, record: dict = RECORD):
+    """One JSON line through the run's reader and validation query."""
+    return parse_bytes(spec, json.dumps(record).encode() + b"\n", source_file="shop/x.jsonl", file_date=None)
+
+
+def spec_error(tmp_path, text: str) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        load_source_spec(write(tmp_path, text))
+    assert str(caught.value).startswith(f"{tmp_path / 'shop.yaml'}:{caught.value.line}: ")
+    return caught.value
+
+
+STRPTIME_REJECTS = {  # case id: (pattern, DuckDB's reason)
+    "day_with_space_padding": ("%e.%m.%Y", "Unrecognized format for strftime/strptime: %e"),
+    "epoch_directive": ("%s", "Unrecognized format for strftime/strptime: %s"),
+    "unknown_directive": ("%Y-%m-%d %Q", "Unrecognized format for strftime/strptime: %Q"),
+    "trailing_percent": ("%Y-%m-%d %", "Trailing format character %"),
+}
+
+
+@pytest.mark.parametrize(("pattern", "reason"), STRPTIME_REJECTS.values(), ids=STRPTIME_REJECTS.keys())
+def test_strptime_pattern_duckdb_rejects_fails_at_load(tmp_path, pattern, reason):
+    error = spec_error(tmp_path, GOOD.replace("format: iso8601", f"format: '{pattern}'"))
+    assert (error.line, error.path, error.message) == (7, "timestamp.format", (
+        f"'{pattern}' is not a strptime pattern DuckDB accepts ({reason}); "
+        "see https://duckdb.org/docs/sql/functions/dateformat"))
+
+
+@pytest.mark.parametrize("pattern", [p for p, _ in STRPTIME_REJECTS.values()], ids=STRPTIME_REJECTS.keys())
+def test_strptime_pattern_check_rejects_the_run_cannot_use(tmp_path, pattern):
+    """Not stricter than the run: try_strptime raises on the pattern, whatever the value."""
+    spec = load_source_spec(write(tmp_path, GOOD))
+    spec = dataclasses.replace(spec, timestamp=dataclasses.replace(spec.timestamp, format=pattern))
+    with pytest.raises(duckdb.Error):
+        parse_one(spec)
+
+
+@pytest.mark.parametrize(("pattern", "value"), [
+    ("%d/%m/%Y %H:%M", "05/01/2026 11:00"),
+    ("%-d.%-m.%Y %H:%M:%S", "5.1.2026 11:00:00"),
+    ("%Y-%m-%dT%H:%M:%S.%f", "2026-01-05T11:00:00.000000"),
+])
+def test_strptime_pattern_check_accepts_the_run_parses(tmp_path, pattern, value):
+    spec = load_source_spec(write(tmp_path, GOOD.replace("format: iso8601", f"format: '{pattern}'")))
+    result = parse_one(spec, {**RECORD, "at": value})
+    assert result.bad_rows.num_rows == 0
+    assert result.events["ts"].to_pylist() == [datetime(2026, 1, 5, 10, tzinfo=timezone.utc)]  # Berlin, CET
+
+
+@pytest.mark.parametrize("zone", ["posix/Europe/Berlin", "right/UTC", "posixrules", "localtime"])
+def test_time_zone_duckdb_does_not_know_fails_at_load(tmp_path, zone):
+    """Python's zoneinfo may find these files on the machine; DuckDB's ICU, which the run uses, does not."""
+    error = spec_error(tmp_path, GOOD.replace("timezone: Europe/Berlin", f"timezone: {zone}"))
+    assert (error.line, error.path, error.message) == (
+        7, "timestamp.timezone", f"unknown time zone '{zone}'; expected an IANA name like Europe/Berlin")
+    spec = load_source_spec(write(tmp_path, GOOD))
+    spec = dataclasses.replace(spec, timestamp=dataclasses.replace(spec.timestamp, timezone=zone))
+    with pytest.raises(duckdb.Error):
+        parse_one(spec)
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Etc/GMT-5", "America/Ciudad_Juarez"])
+def test_time_zone_duckdb_knows_loads_and_parses(tmp_path, zone):
+    spec = load_source_spec(write(tmp_path, GOOD.replace("timezone: Europe/Berlin", f"timezone: {zone}")))
+    assert spec.timestamp.timezone == zone
+    assert parse_one(spec).events.num_rows == 1
+
+
+JSON_FIELD_REJECTS = {  # case id: (field, DuckDB's reason)
+    "empty_part": ("customer..number", "JSON path error near '.\"\".\"number\"'"),
+    "leading_dot": (".number", "JSON path error near '.\"\".\"number\"'"),
+    "trailing_dot": ("customer.", "JSON path error near '.\"\"'"),
+    "wildcard": ("customer.*", "DuckDB reads '*' as a JSON wildcard, not a key"),
+    "trailing_backslash": ("customer\\", "JSON path error near '.\"customer\\\"'"),
+}
+
+
+@pytest.mark.parametrize(("field", "reason"), JSON_FIELD_REJECTS.values(), ids=JSON_FIELD_REJECTS.keys())
+def test_jsonl_field_duckdb_rejects_fails_at_load(tmp_path, field, reason):
+    error = spec_error(tmp_path, GOOD.replace("user_id: customer.number", f"user_id: '{field}'"))
+    assert (error.line, error.path, error.message) == (13, "identity.user_id", (
+        f"field '{field}' is not a JSON path DuckDB accepts ({reason}); "
+        "dots separate nested keys, so no part may be empty or '*'"))
+    spec = dataclasses.replace(load_source_spec(write(tmp_path, GOOD)), identity=(("user_id", field),))
+    with pytest.raises(duckdb.Error):
+        parse_one(spec)
+
+
+def test_odd_jsonl_fields_duckdb_accepts_load_and_parse(tmp_path):
+    odd = ['a"b', "a\\b", "$", "x y", "[0]"]
+    text = GOOD.replace("  till: till\n", "".join(f"  k{i}: '{f}'\n" for i, f in enumerate(odd)))
+    spec = load_source_spec(write(tmp_path, text))
+    fields = [field for _, field in spec.attributes]
+    assert fields == ['a"b', "a\\b", "$", "x y", "[0]"]
+    [attributes] = parse_one(spec, {**RECORD, **{f: f"v{i}" for i, f in enumerate(fields)}}).events["attributes"].to_pylist()
+    assert json.loads(attributes) == {f"k{i}": f"v{i}" for i in range(len(odd))}
+
+
+def test_csv_field_names_are_header_names_not_json_paths(tmp_path):
+    text = GOOD.replace("format: jsonl", "format: csv").replace("user_id: customer.number", "user_id: 'customer..number'")
+    assert load_source_spec(write(tmp_path, text)).identity == (("user_id", "customer..number"),)
+
+
+@pytest.mark.parametrize(("glob", "reason"), [
+    ("shop/[z-a]*.jsonl", "bad character range z-a at position 1"),
+    ("shop/{date}/[]x.jsonl", "unterminated character set at position 0"),
+])
+def test_path_class_the_file_listing_cannot_compile_fails_at_load(tmp_path, glob, reason):
+    """source_files turns the path into a Python regex with each [...] class as written."""
+    error = spec_error(tmp_path, GOOD.replace('"shop/{date}/*.jsonl"', f'"{glob}"'))
+    token = glob[glob.index("["):glob.index("]") + 1]
+    assert (error.line, error.path, error.message) == (4, "path", (
+        f"path '{glob}' has a bad character class '{token}' ({reason}); expected a class like [0-9] or [abc]"))
+    spec = dataclasses.replace(load_source_spec(write(tmp_path, GOOD)), path=glob)
+    with pytest.raises(re.error):
+        source_files(spec, tmp_path)
+
+
+def test_path_with_a_good_class_loads_and_lists(tmp_path):
+    spec = load_source_spec(write(tmp_path, GOOD.replace('"shop/{date}/*.jsonl"', '"shop/{date}/part-[0-9].jsonl"')))
+    day = tmp_path / "shop" / "2026-01-05"
+    day.mkdir(parents=True)
+    for name in ("part-1.jsonl", "part-x.jsonl"):
+        (day / name).write_text("", encoding="utf-8")
+    assert [p.rsplit("/", 1)[-1] for p, _ in source_files(spec, tmp_path)] == ["part-1.jsonl"]
+
+
+def test_lone_surrogate_in_a_spec_value_fails_at_load(tmp_path):
+    error = spec_error(tmp_path, GOOD.replace("map: {buy: purchase}", 'map: {buy: "purch\\udc80ase"}'))
+    assert (error.line, error.path, error.message) == (
+        10, "event_type.map.buy", "'purch\\udc80ase' holds a lone surrogate (\\udc80); expected text that is valid Unicode")
