@@ -53,10 +53,15 @@ def load(context: RunContext, limits: GateLimits) -> Frames:
                 SELECT coalesce(sum(bad_rows) / nullif(sum(records), 0), 0) AS bad_row_share,
                        coalesce(sum(events), 0) AS manifest_events, (SELECT count(*) FROM events) AS events_written
                 FROM manifest"""),
+            "skipped_files": _df(con, "SELECT source_file || ': ' || reason AS skipped FROM manifest "
+                                 "WHERE status = 'skipped' ORDER BY source_file"),
             "journeys": _df(con, "SELECT journey_id, customer_id, status FROM journeys"),
             "journey_stages": _df(con, "SELECT journey_id, customer_id, stage, time_in_stage_s FROM stages"),
             "stage_daily": _df(con, "SELECT journey_id, stage, channel, segment, conversion_rate FROM stage_daily"),
         })
+        skipped = out.frames["skipped_files"]["skipped"].tolist()
+        if skipped:
+            out.details["skipped_files"] = {"files": skipped}
         duplicated = con.execute("SELECT event_id, count(*) AS copies FROM events GROUP BY event_id "
                                  "HAVING count(*) > 1 ORDER BY copies DESC, event_id LIMIT $n",
                                  {"n": limits.sample_rows}).fetchall()
@@ -219,6 +224,10 @@ def drift_summary(frame_name: str, details: dict, limits: GateLimits) -> str | N
             f"{limits.off_map_share:.0%}); top unmatched: " + ", ".join(f"{t['type']} {t['events']:,}"
                                                                       for t in d["top_unmatched"])
             for journey, d in details.items() if d["share"] > limits.off_map_share)
+    if frame_name == "skipped_files":
+        files = details["files"]
+        return f"{len(files)} file(s) in the day folders that no source reads: " + "; ".join(files[:10]) + (
+            f"; … and {len(files) - 10} more" if len(files) > 10 else "")
     if frame_name == "identity_rate":
         return (f"identity resolution {details['resolution_rate']:.1%} < floor {details['floor']:.1%} "
                 f"(trailing mean {details['trailing_mean']:.1%} over {details['trailing_days']} days)")

@@ -61,6 +61,9 @@ def suites(context: RunContext, limits: GateLimits) -> dict[str, tuple[str, list
                                               severity=CRITICAL),
             E.ExpectColumnPairValuesToBeEqual(column_A="journeys", column_B="customers_entering", severity=CRITICAL),
         ]),
+        "skipped_files": ("skipped_files", [
+            E.ExpectColumnValuesToBeNull(column="skipped", severity=WARNING),
+        ]),
         "drift_off_map": ("off_map_share", [
             E.ExpectColumnValuesToBeBetween(column="off_map_share", max_value=limits.off_map_share, severity=WARNING),
         ]),

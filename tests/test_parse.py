@@ -200,6 +200,16 @@ def test_identity_table_normalised(caplog):
     assert "1 identity rows skipped (malformed or without customer_id)" in caplog.text
 
 
+def test_a_gzipped_identity_table_is_found_and_read_like_the_plain_one(tmp_path):
+    import gzip
+
+    (tmp_path / "crm").mkdir()
+    (tmp_path / "crm" / "customers.csv.gz").write_bytes(gzip.compress((RAW / "crm" / "customers.csv").read_bytes()))
+    [(path, _)] = source_files(SPECS["crm"], tmp_path)
+    assert path.endswith("crm/customers.csv.gz")
+    assert read_identity_table(SPECS["crm"], path) == read_identity_table(SPECS["crm"], RAW / "crm" / "customers.csv")
+
+
 def test_normalize_functions():
     assert normalize_email([" Ada@Example.COM ", "", None, "  "]).to_pylist() == ["ada@example.com", None, None, None]
     assert normalize_phone(["+44 (20) 7946-0001", "0049 30 1234", "n/a", "", None]).to_pylist() == [

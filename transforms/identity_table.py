@@ -26,7 +26,9 @@ def read_identity_table(spec: SourceSpec, path: str | Path) -> pa.Table:
     have no customer id carry no usable mapping; they are skipped with a warning."""
     if spec.kind != "identity":
         raise ValueError(f"source '{spec.name}' is not an identity source")
-    records = read_records(spec, Path(path).read_bytes())
+    from transforms.parse import read_raw  # parse imports this module: a top-level import would be circular
+
+    records = read_records(spec, read_raw(path))
     cols = {key: f"f_{i}" for i, key in enumerate(spec.referenced_fields())}
     mapping = spec.identity_map
     pick = {k: (f"_nz({cols[mapping[k]]})" if k in mapping else "NULL::VARCHAR") for k in IDENTITY_TABLE_SCHEMA.names}

@@ -133,9 +133,8 @@ def _root(data_dir: str | Path) -> str:
 
 
 def _suffixes(spec: SourceSpec) -> tuple[str, ...]:
-    """Compression suffixes a spec's files may carry. Events sources only: the identity (CRM)
-    reader reads its file's bytes as they are (transforms.identity_table)."""
-    return COMPRESSION_SUFFIXES if spec.kind == "events" else ()
+    """Compression suffixes a spec's files may carry (events and identity sources alike)."""
+    return COMPRESSION_SUFFIXES
 
 
 def _match_name(regex: re.Pattern, name: str, suffixes: tuple[str, ...]) -> re.Match | None:

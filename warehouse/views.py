@@ -10,7 +10,8 @@ VIEWS: dict[str, str] = {
     "runs": """
         -- one row per published run: its row accounting and its quality gate's outcome
         WITH files AS (
-            SELECT run_id, any_value(as_of_date) AS as_of_date, count(*) AS files, sum(records) AS records,
+            SELECT run_id, any_value(as_of_date) AS as_of_date, count(*) FILTER (status <> 'skipped') AS files,
+                   count(*) FILTER (status = 'skipped') AS skipped_files, sum(records) AS records,
                    sum(events) AS events, sum(bad_rows) AS bad_rows, sum(duplicates) AS duplicates,
                    bool_and(balanced) AS balanced
             FROM run_files GROUP BY run_id),

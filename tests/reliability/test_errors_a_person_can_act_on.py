@@ -121,6 +121,7 @@ def test_a_gzipped_raw_file_is_read_and_published(sample, tmp_path):
         shutil.copyfileobj(f, out)
     lines = sum(1 for line in plain.read_bytes().splitlines() if line.strip())
     plain.unlink()
+    (plain.parent / "notes.txt").write_text("exported by hand\n")  # no source reads it: listed, not lost
     done = run_day(data, DAY)
     assert done.returncode == 0, done.stderr[-3000:]
     con = duckdb.connect(str(data / "warehouse.duckdb"), read_only=True)
@@ -130,9 +131,14 @@ def test_a_gzipped_raw_file_is_read_and_published(sample, tmp_path):
             [f"web/{DAY}/{plain.name}.gz"]).fetchall()[0]
         published = con.execute("SELECT count(*) FROM events WHERE source_file = ?",
                                 [f"web/{DAY}/{plain.name}.gz"]).fetchall()[0][0]
+        skipped = con.execute("SELECT status, reason FROM run_files WHERE source_file = ?",
+                              [f"web/{DAY}/notes.txt"]).fetchall()
+        run = con.execute("SELECT skipped_files, warning_details FROM runs").fetchall()
     finally:
         con.close()
     assert (records, status) == (lines, "read") and records == events + bad + dups and published == events > 0
+    assert skipped == [("skipped", "matches no source path: expected web/{date}/*.jsonl")]
+    assert run[0][0] == 1 and f"web/{DAY}/notes.txt: matches no source path" in run[0][1]
 
 
 def test_a_csv_missing_its_id_column_fails_the_run_naming_file_and_column(sample, tmp_path):
