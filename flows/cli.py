@@ -309,10 +309,14 @@ def _flow(args) -> int:
     options = _options(args)
     days = [args.date] if args.command == "nightly" else days_between(args.start, args.end)
     check_ready(options, days)
+    from flows.night import command_line
     from flows.nightly import backfill, nightly
     from flows.prefect_api import temporary_api
+    from lake import writer_lock
 
-    with temporary_api():
+    # The lake's lock first (the flow takes it again, re-entrantly): a second night waits
+    # here, before it starts a Prefect server of its own.
+    with writer_lock(options.lake_root, options.lock_timeout, print, command_line()), temporary_api():
         state = (nightly(args.date, options, return_state=True) if args.command == "nightly"
                  else backfill(args.start, args.end, options, return_state=True))
     if not state.is_completed():
