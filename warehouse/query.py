@@ -1,6 +1,11 @@
 """Read-only SQL over the warehouse file, and the result in the format asked for.
 
-A read-only connection: an analyst's typo cannot change published data, and readers never
+Sealed: every connection the project opens for users (`journeys query`, `alerts`, `report`,
+the notify task) is read-only, with DuckDB's file system access off and its configuration
+locked once the warehouse is attached. So no statement can write a file (COPY TO, EXPORT
+DATABASE over the warehouse or into the lake), read one (read_csv, read_text, glob, a path
+in FROM), attach another database, install or load an extension, or turn any of that back
+on (SET, RESET, PRAGMA): DuckDB itself refuses, before touching anything. Readers never
 take the write lock a publish needs (publish writes a copy and renames it anyway)."""
 from __future__ import annotations
 
@@ -20,18 +25,37 @@ class QueryError(ValueError):
     """The query could not run (missing warehouse, bad SQL, an attempt to write)."""
 
 
-def query(warehouse: str | Path, sql: str) -> pa.Table:
+SEALED = {"access_mode": "READ_ONLY", "enable_external_access": False, "autoload_known_extensions": False,
+          "autoinstall_known_extensions": False, "allow_community_extensions": False}
+
+
+def open_readonly(warehouse: str | Path) -> duckdb.DuckDBPyConnection:
+    """The warehouse, sealed (see the module docstring); QueryError when there is none."""
     path = Path(warehouse)
     if not path.is_file():
         raise QueryError(f"no warehouse at {path}: publish a run first (journeys run / journeys publish)")
-    con = duckdb.connect(str(path), read_only=True)
+    con = duckdb.connect(str(path), config=SEALED)
+    con.execute("SET enable_progress_bar = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def query(warehouse: str | Path, sql: str) -> pa.Table:
+    con = open_readonly(warehouse)
     try:
         relation = con.sql(sql)
         if relation is None:
             raise QueryError("the statement returns no rows (the warehouse is read-only here; use SELECT)")
         return relation.to_arrow_table()
+    except (duckdb.PermissionException, duckdb.InvalidInputException) as exc:
+        first = str(exc).strip().splitlines()[0]
+        if "disabled by configuration" in first or "configuration has been locked" in first or \
+                "disabled through configuration" in first:
+            raise QueryError(f"refused: the query path cannot read or write files or change settings ({first}); "
+                             "export with --format csv|json|parquet --out FILE, or use your own DuckDB session") from None
+        raise QueryError(first) from None
     except duckdb.Error as exc:
-        raise QueryError(str(exc).strip()) from None
+        raise QueryError(" ".join(str(exc).split())) from None
     finally:
         con.close()
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import duckdb
 
-from warehouse.query import QueryError
+from warehouse.query import QueryError, open_readonly
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,7 @@ class ReportData:
 
 
 def load_report_data(warehouse: str | Path, journey_id: str, as_of: date, trend_days: int = 14) -> ReportData:
-    path = Path(warehouse)
-    if not path.is_file():
-        raise QueryError(f"no warehouse at {path}: publish a run first (journeys run / journeys publish)")
-    con = duckdb.connect(str(path), read_only=True)
+    con = open_readonly(warehouse)
     try:
         return _load(con, journey_id, as_of, trend_days)
     finally:
