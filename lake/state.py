@@ -205,7 +205,7 @@ def collect_garbage(root: str, state: LakeState, keep: tuple[str, ...] = ()) -> 
 
 
 def new_run_info(run_id: str, as_of: date, days, journeys, sources) -> dict:
-    """What the record keeps about a run (shown by `journeys lake` and kept for audits)."""
+    """What the record keeps about a run: what it covered, where and when it committed."""
     return {"as_of": as_of.isoformat(), "days": [d.isoformat() for d in sorted(set(days))],
             "journeys": sorted(journeys), "sources": sorted(sources), "host": socket.gethostname(), "pid": os.getpid(),
             "committed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}

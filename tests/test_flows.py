@@ -111,3 +111,24 @@ def test_broken_input_fails_at_once_and_publishes_nothing(sample, tmp_path):
     assert "bad-row share" in str(state.result(raise_on_failure=False))
     assert not (tmp_path / "broken" / "warehouse.duckdb").exists()
     assert time.monotonic() - began < 60
+
+
+def test_only_transient_failures_are_retried():
+    import errno
+
+    from expectations.gate import GateFailed
+    from flows.night import is_transient
+    from flows.notify import NotifyFailed
+    from journey_defs.config_yaml import ConfigError
+    from lake import LakeBusy, LakeConflict
+    from pipelines.journey_pipeline import RunFailed
+    from warehouse.publish import NothingToPublish, WarehouseBusy
+
+    never = [ConfigError("j.yaml", 3, "stages", "bad"), RunFailed("unbalanced"), GateFailed("failed", None),
+             NothingToPublish("nothing"), ValueError("bad date"), LakeConflict("moved"), RuntimeError("a bug"),
+             PermissionError(errno.EACCES, "Permission denied", "/lake"),
+             OSError(errno.ENOSPC, "No space left on device", "/lake"), FileNotFoundError(errno.ENOENT, "gone", "/x")]
+    again = [LakeBusy("busy"), WarehouseBusy("busy"), NotifyFailed("down"), ConnectionResetError("reset"),
+             OSError(errno.ETIMEDOUT, "Connection timed out", "gs://bucket/raw")]
+    assert [is_transient(e) for e in never] == [False] * len(never)
+    assert [is_transient(e) for e in again] == [True] * len(again)
