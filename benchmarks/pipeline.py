@@ -66,6 +66,11 @@ def bench(root: Path, events: int, buckets: int, beam_args: list[str]) -> None:
     if gate and gate_time:
         print(f"gate     : {float(gate_time[1]):7.1f} s  ({gate[1]} expectations in Great Expectations checkpoints, "
               f"loading GX included) = {float(gate_time[1]) / float(gate_time[2]):.0%} of the run")
+    commit = re.search(r"^lake commit \d+ \(\S+\): ([\d.]+) s to commit, ([\d.]+) s to take the writer lock", output, re.M)
+    if commit:
+        cost = float(commit[1]) + float(commit[2])
+        print(f"commit   : {float(commit[1]):7.3f} s  (commit record + cleanup) + {float(commit[2]):.3f} s writer lock "
+              f"= {cost / seconds:.2%} of the run")
 
     publish_seconds, publish_peak, _ = child(["publish", "--from", start.isoformat(), "--date", last.isoformat(),
                                            "--data", str(data), "--lake", str(root / "lake"),

@@ -241,8 +241,9 @@ def _run(args) -> int:
     for table, rows in sorted(night.staged.rows_written.items()):
         print(f"  {table:<15}{rows:>12,} rows")
     if night.gate is not None:
-        print(f"quality gate: {night.gate.seconds:.1f} s beside the pipeline's {night.staged.seconds:.1f} s")
-    print(f"lake: commit {night.version} ({night.staged.run_id})")
+        print(f"quality gate: {night.gate.seconds:.1f} s of the run's {night.seconds:.1f} s")
+    print(f"lake commit {night.version} ({night.staged.run_id}): {night.commit_seconds:.3f} s to commit, "
+          f"{night.lock_seconds:.3f} s to take the writer lock")
     return 0
 
 

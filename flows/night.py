@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import sys
+import time
 from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING
@@ -32,6 +33,9 @@ class NightReport:
     gate: GateResult | None
     version: int                      # the lake's commit record after this run
     publish: PublishReport | None
+    seconds: float = 0.0              # the whole sequence, lock wait included
+    lock_seconds: float = 0.0         # waiting for and taking the lake's writer lock
+    commit_seconds: float = 0.0       # writing the commit record and removing what it superseded
 
 
 def stage(config: RunConfig, progress=print) -> StagedRun:
@@ -79,12 +83,17 @@ def publish(options: NightOptions, config: RunConfig, progress=print) -> Publish
 def run_night(options: NightOptions, as_of: date, ingest_days: tuple[date, ...] = (), progress=print) -> NightReport:
     """`journeys run`: the whole sequence under the lake's writer lock, without Prefect."""
     config = options.run_config(as_of, ingest_days)
+    began = time.perf_counter()
     with writer_lock(options.lake_root, options.lock_timeout, progress, command_line()):
+        locked = time.perf_counter()
         staged = stage(config, progress)
         checked = gate(staged, options.validation_path, options.gate_limits, progress)
+        committing = time.perf_counter()
         version = commit(staged, checked)
+        committed = time.perf_counter()
         published = publish(options, config, progress)
-    return NightReport(staged, checked, version, published)
+    return NightReport(staged, checked, version, published, time.perf_counter() - began, locked - began,
+                       committed - committing)
 
 
 def gate_context(staged: StagedRun) -> RunContext:

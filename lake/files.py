@@ -53,3 +53,12 @@ def delete(paths: list[str]) -> None:
     present = [p for p in paths if FileSystems.exists(p)]
     if present:
         FileSystems.delete(present)
+
+
+def fsync_path(path) -> None:
+    """Flush a local file, or a folder's entries (after a rename into it), to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -22,7 +22,7 @@ from datetime import date, datetime, timezone
 import pyarrow as pa
 
 from lake import crash
-from lake.files import delete, files_under, is_remote, join, normalize_root, read_bytes, read_table
+from lake.files import delete, files_under, fsync_path, is_remote, join, normalize_root, read_bytes, read_table
 from lake.tables import RUN, TABLES
 
 STATE_FILE = "_state.json"
@@ -171,7 +171,7 @@ def write_state(root: str, state: LakeState) -> None:
         os.fsync(out.fileno())
     crash.point("commit-record", temporary)
     os.replace(temporary, path)
-    _fsync_dir(root)
+    fsync_path(root)
     crash.point("commit-renamed", path)
 
 
@@ -227,11 +227,3 @@ def _refuse_legacy(root: str) -> None:
     if old:
         raise LakeError(f"{root}: a lake written by an earlier version (tables {', '.join(old)} without a commit "
                         "record); move it aside and rebuild it with `journeys backfill`")
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from journey_defs.canonical import IDENTITY_TABLE_SCHEMA
 from journey_defs.source_spec import SourceSpec
+from transforms.raw_files import read_raw
 from transforms.raw_records import read_records
 from transforms.sql_session import connect
 
@@ -26,8 +27,6 @@ def read_identity_table(spec: SourceSpec, path: str | Path) -> pa.Table:
     have no customer id carry no usable mapping; they are skipped with a warning."""
     if spec.kind != "identity":
         raise ValueError(f"source '{spec.name}' is not an identity source")
-    from transforms.parse import read_raw  # parse imports this module: a top-level import would be circular
-
     records = read_records(spec, read_raw(path))
     cols = {key: f"f_{i}" for i, key in enumerate(spec.referenced_fields())}
     mapping = spec.identity_map

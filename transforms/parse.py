@@ -20,12 +20,8 @@ The identity (CRM) reader and the normalisation functions live in identity_table
 """
 from __future__ import annotations
 
-import bz2
-import gzip
-import lzma
 import os
 import re
-import zlib
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -34,13 +30,12 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import zstandard
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from journey_defs.canonical import BAD_ROW_SCHEMA, CANONICAL_SCHEMA
 from journey_defs.source_spec import SourceSpec
 from transforms.identity_table import normalize_email, normalize_phone, read_identity_table
+from transforms.raw_files import COMPRESSION_SUFFIXES, read_raw
 from transforms.raw_records import FILE_COLUMN, FileFailure, Records, read_records
 from transforms.sql_session import reused_connection
 from transforms.validation_sql import ParseLimits, events_query, stable_event_id
@@ -54,9 +49,6 @@ __all__ = [
 STAGE = "parse"
 
 
-COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst", ".zstd", ".deflate", ".xz", ".lzma")
-"""Name suffixes (any case) Beam's CompressionTypes.detect_compression_type recognises; a raw
-file of an events source may carry one and is decompressed on reading."""
 
 
 @dataclass(frozen=True)
@@ -179,44 +171,6 @@ def relative_name(path: str | Path, data_dir: str | Path) -> str:
     if not path.startswith(prefix):
         raise ValueError(f"{path} is not under {root}")
     return path[len(prefix):]
-
-
-def read_raw(path: str | Path) -> bytes:
-    """A raw file's bytes, decompressed when its name ends in a compression suffix (the
-    codecs Beam's FileSystems uses for it). Read through FileSystems as stored and
-    decompressed whole here: Beam's AUTO decompression returns what came before a truncation
-    without a word; here a truncated or corrupt file is a FileFailure. An empty file is empty."""
-    path = str(path)
-    kind = CompressionTypes.detect_compression_type(path)
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-        data = stream.read()
-    if kind == CompressionTypes.UNCOMPRESSED or not data:
-        return data
-    try:
-        return _DECOMPRESS[kind](data)
-    except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError, zstandard.ZstdError) as exc:
-        raise FileFailure(f"cannot decompress as {kind}: {exc}") from None
-
-
-def _zstd(data: bytes) -> bytes:
-    """Every frame, each to its end (a frame cut short raises)."""
-    out = []
-    while data:
-        frame = zstandard.ZstdDecompressor(max_window_size=2**31).decompressobj()
-        out.append(frame.decompress(data))
-        if not frame.eof:
-            raise EOFError("compressed data ended before the end of its frame")
-        data = frame.unused_data
-    return b"".join(out)
-
-
-_DECOMPRESS = {
-    CompressionTypes.GZIP: gzip.decompress,
-    CompressionTypes.BZIP2: bz2.decompress,
-    CompressionTypes.LZMA: lzma.decompress,  # .xz and legacy .lzma, as Beam's LZMADecompressor
-    CompressionTypes.DEFLATE: zlib.decompress,  # zlib-wrapped, as Beam's zlib.decompressobj()
-    CompressionTypes.ZSTD: _zstd,
-}
 
 
 def read_files(files: Sequence[tuple[str | Path, date | None]], data_dir: str | Path,

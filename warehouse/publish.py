@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from journey_defs.model import JourneyMap
 from lake import Snapshot, crash, open_snapshot, writer_lock
+from lake.files import fsync_path
 from lake.load import insert_parquet
 from warehouse.alerting import replay
 from warehouse.tables import ALL_TABLES, JOURNEY_MAPS, MIRRORED, PARTITION_COLUMN, warehouse_schema
@@ -99,11 +100,11 @@ def _publish(snapshot: Snapshot, path: Path, days: tuple[date, ...], journeys: S
                 con.execute("CHECKPOINT")
             finally:
                 con.close()
-            _fsync(work)
+            fsync_path(work)
             crash.point("publish-written", str(work))
             os.replace(work, path)
             crash.point("publish-renamed", str(path))
-            _fsync(path.parent)
+            fsync_path(path.parent)
         finally:
             work.unlink(missing_ok=True)
             Path(str(work) + ".wal").unlink(missing_ok=True)
@@ -176,11 +177,3 @@ def _exclusive(path: Path, timeout: float | None) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
