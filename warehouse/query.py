@@ -22,7 +22,8 @@ FORMATS = ("table", "csv", "json", "parquet")
 
 
 class QueryError(ValueError):
-    """The query could not run (missing warehouse, bad SQL, an attempt to write)."""
+    """The query could not run (missing warehouse, bad SQL, a refused write or file access).
+    Always one line: the CLI prints it after `journeys <command>:` and exits 2."""
 
 
 SEALED = {"access_mode": "READ_ONLY", "enable_external_access": False, "autoload_known_extensions": False,
@@ -34,8 +35,11 @@ def open_readonly(warehouse: str | Path) -> duckdb.DuckDBPyConnection:
     path = Path(warehouse)
     if not path.is_file():
         raise QueryError(f"no warehouse at {path}: publish a run first (journeys run / journeys publish)")
-    con = duckdb.connect(str(path), config=SEALED)
-    con.execute("SET enable_progress_bar = false")
+    try:
+        con = duckdb.connect(str(path), config=SEALED)
+    except duckdb.Error as exc:  # not a DuckDB file, a newer format, ...
+        raise query_error(exc) from None
+    con.execute("SET enable_progress_bar = false")  # session-only: not accepted in the connect config
     con.execute("SET lock_configuration = true")
     return con
 
@@ -47,17 +51,30 @@ def query(warehouse: str | Path, sql: str) -> pa.Table:
         if relation is None:
             raise QueryError("the statement returns no rows (the warehouse is read-only here; use SELECT)")
         return relation.to_arrow_table()
-    except (duckdb.PermissionException, duckdb.InvalidInputException) as exc:
-        first = str(exc).strip().splitlines()[0]
-        if "disabled by configuration" in first or "configuration has been locked" in first or \
-                "disabled through configuration" in first:
-            raise QueryError(f"refused: the query path cannot read or write files or change settings ({first}); "
-                             "export with --format csv|json|parquet --out FILE, or use your own DuckDB session") from None
-        raise QueryError(first) from None
     except duckdb.Error as exc:
-        raise QueryError(" ".join(str(exc).split())) from None
+        raise query_error(exc) from None
     finally:
         con.close()
+
+
+REFUSED = "refused: the query path cannot read or write files or change settings"
+HOW_TO_EXPORT = "export with --format csv|json|parquet --out FILE, or use your own DuckDB session"
+
+
+def query_error(exc: duckdb.Error) -> QueryError:
+    """DuckDB's error as one line. A refusal of the seal says so, keeps DuckDB's first line
+    (which file or setting) and how to get a result out instead."""
+    first, *rest = _lines(str(exc)) or [type(exc).__name__]
+    if isinstance(exc, duckdb.PermissionException) or "configuration has been locked" in first:
+        return QueryError(f"{REFUSED} ({first}); {HOW_TO_EXPORT}")
+    return QueryError(f"{first} ({'; '.join(rest)})" if rest else first)
+
+
+def _lines(message: str) -> list[str]:
+    """The message's lines, blank ones and the ^^^ under the SQL dropped: joined on one line
+    they point at nothing, while the SQL near the error and "Did you mean" still help."""
+    lines = (" ".join(line.split()) for line in message.splitlines())
+    return [line for line in lines if line.strip("^ ")]
 
 
 def render(table: pa.Table, fmt: str, max_width: int = 40) -> bytes:

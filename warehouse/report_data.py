@@ -7,7 +7,7 @@ from pathlib import Path
 
 import duckdb
 
-from warehouse.query import QueryError, open_readonly
+from warehouse.query import QueryError, open_readonly, query_error
 
 
 @dataclass(frozen=True)
@@ -49,9 +49,13 @@ class ReportData:
 
 
 def load_report_data(warehouse: str | Path, journey_id: str, as_of: date, trend_days: int = 14) -> ReportData:
+    """The report's figures, read through the sealed connection of `journeys query`; a DuckDB
+    error (a refused file read, a warehouse of an older layout) is a one-line QueryError."""
     con = open_readonly(warehouse)
     try:
         return _load(con, journey_id, as_of, trend_days)
+    except duckdb.Error as exc:
+        raise query_error(exc) from None
     finally:
         con.close()
 

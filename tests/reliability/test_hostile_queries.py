@@ -34,8 +34,9 @@ def data(tmp_path):
 
 
 def everything(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every file's hash and every folder under root: a new empty folder counts as a change too."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(root.rglob("*"))}
 
 
 HOSTILE = {
@@ -70,7 +71,7 @@ def test_a_hostile_query_is_refused_in_one_line_and_changes_nothing(data, capsys
     code = main(["query", HOSTILE[name].format(root=data), "--warehouse", str(data / "warehouse.duckdb")])
     err = capsys.readouterr().err
     assert code == 2
-    assert len(err.strip().splitlines()) == 1 and err.startswith("journeys query: ")
+    assert len(err.strip().splitlines()) == 1 and err.startswith("journeys query: refused: ")
     assert everything(data) == before
     assert main(["query", "SELECT count(*) AS n FROM web", "--warehouse", str(data / "warehouse.duckdb")]) == 0
     assert "5" in capsys.readouterr().out
@@ -92,18 +93,61 @@ def test_what_an_analyst_needs_still_works(data):
         con.close()
 
 
-def test_the_report_reads_through_the_sealed_connection(data):
-    """A booby-trapped warehouse: its map table is a view reading a system file. Sealed, the
-    report's own query is refused instead of reading it."""
+def booby_trap(data: Path, view: str) -> None:
+    """Replace `view` in the warehouse by one that reads a system file: a sealed reader is
+    refused, an unsealed one would read it."""
+    con = duckdb.connect(str(data / "warehouse.duckdb"))
+    con.execute(f"CREATE VIEW {view} AS SELECT column0 AS stage FROM read_csv('/etc/hostname', header = false)")
+    con.close()
+
+
+def test_the_report_reads_through_the_sealed_connection(data, capsys):
     from datetime import date
 
+    from warehouse.query import REFUSED, QueryError
     from warehouse.report_data import load_report_data
 
-    con = duckdb.connect(str(data / "warehouse.duckdb"))
-    con.execute("CREATE VIEW journey_maps AS SELECT column0 AS stage FROM read_csv('/etc/hostname', header = false)")
-    con.close()
-    with pytest.raises(duckdb.PermissionException, match="disabled by configuration"):
+    booby_trap(data, "journey_maps")
+    with pytest.raises(QueryError, match=f"^{REFUSED} \\(Permission Error: .*/etc/hostname"):
         load_report_data(data / "warehouse.duckdb", "subscription", date(2026, 1, 5))
+    before = everything(data)
+    code = main(["report", "--journey", "subscription", "--date", "2026-01-05",
+                 "--warehouse", str(data / "warehouse.duckdb")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith(f"journeys report: {REFUSED}")
+    assert everything(data) == before
+
+
+def test_alerts_read_through_the_sealed_connection(data, capsys):
+    booby_trap(data, "alerts")
+    assert main(["alerts", "--warehouse", str(data / "warehouse.duckdb")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("journeys alerts: refused:")
+
+
+MISTAKES = {
+    "a typo": ("SELEC 1", 'syntax error at or near "SELEC" (LINE 1: SELEC 1)'),
+    "an unknown table": ("SELECT * FROM event", "Table with name event does not exist! (Did you mean"),
+    "an unknown column": ("SELECT chanel FROM events", 'Referenced column "chanel" not found'),
+    "a bad cast": ("SELECT 'a'::INT", "Could not convert string 'a' to INT32 (LINE 1:"),
+    "a write": ("DELETE FROM events", "read-only mode"),
+}
+
+
+@pytest.mark.parametrize("name", list(MISTAKES))
+def test_every_other_error_is_one_line_too(data, capsys, name):
+    sql, says = MISTAKES[name]
+    assert main(["query", sql, "--warehouse", str(data / "warehouse.duckdb")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("journeys query: ") and says in err
+    assert "^" not in err and "refused" not in err
+
+
+def test_a_file_that_is_not_a_warehouse_is_one_line(tmp_path, capsys):
+    (tmp_path / "warehouse.duckdb").write_text("not a database\n")
+    assert main(["query", "SELECT 1", "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "not a valid DuckDB database file" in err
 
 
 def test_the_installed_command_refuses_with_exit_2(data):
