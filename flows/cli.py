@@ -34,10 +34,11 @@ def describe_failure(exc: BaseException) -> tuple[int | None, str]:
     """(exit code, one line) for a failure a person can act on; (None, "") for a bug, whose
     traceback is worth seeing. Busy locks exit 1 (try again later); bad input, bad
     configuration and file-system failures exit 2, named by path and cause."""
+    from flows.prefect_api import ApiServerFailed
     from lake import LakeBusy
     from warehouse.publish import WarehouseBusy
 
-    if isinstance(exc, (LakeBusy, WarehouseBusy)):
+    if isinstance(exc, (LakeBusy, WarehouseBusy, ApiServerFailed)):
         return 1, str(exc)
     if isinstance(exc, (ConfigError, ValueError)):
         return 2, str(exc)

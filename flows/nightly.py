@@ -23,6 +23,7 @@ from prefect.runtime import task_run  # noqa: E402
 from flows import night  # noqa: E402
 from flows.notify import night_changes, notify_urls, send  # noqa: E402
 from flows.options import NightOptions  # noqa: E402
+from flows.preflight import check_ready, days_between  # noqa: E402
 from lake import writer_lock  # noqa: E402
 from pipelines.journey_pipeline import RunConfig, StagedRun  # noqa: E402
 from warehouse.query import query  # noqa: E402
@@ -94,6 +95,7 @@ def nightly(run_date: date | None, options: NightOptions, timezone: str = "UTC")
     """One night: ingest run_date's raw files (default: yesterday in `timezone`), rebuild
     journeys, gate, commit, publish (alerts are replayed there), notify the alerts that changed."""
     day = run_date or yesterday(timezone)
+    check_ready(options, [day])  # a scheduled run fails in one line, as the command does
     with writer_lock(options.lake_root, options.lock_timeout, print, f"journeys nightly {day}"):
         return _night(day, options)
 
@@ -102,7 +104,7 @@ def nightly(run_date: date | None, options: NightOptions, timezone: str = "UTC")
 def backfill(start: date, end: date, options: NightOptions) -> list[dict]:
     """The nightly logic for every day from start to end, in date order, under one hold of
     the lake's lock; stops at the first day that fails (later days would build on a gap)."""
-    if start > end:
-        raise ValueError(f"backfill start {start} is after its end {end}")
+    days = days_between(start, end, "backfill start", "its end")
+    check_ready(options, days)
     with writer_lock(options.lake_root, options.lock_timeout, print, f"journeys backfill {start}..{end}"):
-        return [_night(start + timedelta(days=i), options) for i in range((end - start).days + 1)]
+        return [_night(day, options) for day in days]

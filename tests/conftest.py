@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -38,9 +39,9 @@ def sample(tmp_path_factory):
     return build(tmp_path_factory.mktemp("warehouse"))
 
 
-@pytest.fixture
-def receiver():
-    """A JSON webhook on 127.0.0.1: the bodies it received."""
+@contextmanager
+def webhook():
+    """A JSON webhook on 127.0.0.1: (its Apprise URL, the bodies it received)."""
     received = []
 
     class Hook(BaseHTTPRequestHandler):
@@ -55,5 +56,13 @@ def receiver():
     server = HTTPServer(("127.0.0.1", 0), Hook)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"json://127.0.0.1:{server.server_port}/alerts", received
-    server.shutdown()
+    try:
+        yield f"json://127.0.0.1:{server.server_port}/alerts", received
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture
+def receiver():
+    with webhook() as hook:
+        yield hook

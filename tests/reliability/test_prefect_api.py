@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 SCRIPT = textwrap.dedent("""
     import json, os, sys, time
+    from pathlib import Path
     from prefect import flow, get_client, task
     from prefect.server.api.server import SubprocessASGIServer
     from flows.prefect_api import temporary_api
@@ -39,27 +40,37 @@ SCRIPT = textwrap.dedent("""
     def trivial(n: int) -> int:
         return sum(double(i) for i in range(n))
 
-    mode = sys.argv[1]
-    with temporary_api(progress=None) as api:
-        report = {"pid": api.pid, "url": api.url, "env_url": os.environ.get("PREFECT_API_URL")}
-        if mode != "configured":
-            state = trivial(7, return_state=True)
-            with get_client(sync_client=True) as client:
-                run = client.read_flow_run(state.state_details.flow_run_id)
-                tasks = client.read_task_runs()
-            report.update(result=state.result(), recorded=run.state_type.value, client_url=str(client.api_url),
-                          task_runs=len(tasks))
-        report["prefect_servers"] = len(SubprocessASGIServer._instances)
-        print(json.dumps(report), flush=True)
-        if mode == "sleep":
-            time.sleep(600)
+    @flow(name="served-trivial")
+    def served(out: str) -> None:
+        Path(out).write_text(json.dumps({"api": os.environ.get("PREFECT_API_URL"), "pid": os.getpid()}))
+
+    if __name__ == "__main__":  # the Runner imports this file to run `served`
+        mode = sys.argv[1]
+        with temporary_api(progress=None) as api:
+            report = {"pid": api.pid, "url": api.url, "env_url": os.environ.get("PREFECT_API_URL")}
+            if mode in ("once", "sleep"):
+                state = trivial(7, return_state=True)
+                with get_client(sync_client=True) as client:
+                    run = client.read_flow_run(state.state_details.flow_run_id)
+                    tasks = client.read_task_runs()
+                report.update(result=state.result(), recorded=run.state_type.value,
+                              client_url=str(client.api_url), task_runs=len(tasks))
+            report["prefect_servers"] = len(SubprocessASGIServer._instances)
+            print(json.dumps(report), flush=True)
+            if mode == "sleep":
+                time.sleep(600)
+            if mode == "serve":
+                served.serve(name="served-trivial", global_limit=1)
 """)
 
 
-def start(tmp_path: Path, name: str, mode: str, **env) -> tuple[subprocess.Popen, Path]:
-    """The script in `mode`, in a PREFECT_HOME of its own, stderr to a file."""
+def start(tmp_path: Path, name: str, mode: str, profile: str | None = None, **env) -> tuple[subprocess.Popen, Path]:
+    """The script in `mode`, in a PREFECT_HOME of its own (with `profile` as its profiles.toml),
+    stderr to a file."""
     home = tmp_path / f"{name}-home"
     home.mkdir()
+    if profile:
+        (home / "profiles.toml").write_text(profile)
     script = tmp_path / "script.py"
     script.write_text(SCRIPT)
     environment = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
@@ -108,6 +119,24 @@ def children(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             found.append(int(stat.parent.name))
     return found
+
+
+def api(base: str, path: str, body: dict | None = None):
+    request = urllib.request.Request(f"{base}{path}", data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Content-Type": "application/json"},
+                                     method="POST" if body is not None else "GET")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or "null")
+
+
+def wait_for(check, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def healthy(url: str) -> bool:
@@ -191,10 +220,11 @@ def test_the_watchdog_alone_ends_the_server_when_its_parent_is_killed(tmp_path):
 @pytest.mark.parametrize("where", ["environment", "profile"])
 def test_a_configured_api_url_starts_nothing(tmp_path, where):
     url = "http://127.0.0.1:9/api"  # never contacted: a "configured" run does not call the API
-    env = {"PREFECT_API_URL": url} if where == "environment" else {}
-    script, home = start(tmp_path, where, "configured", **env)
-    if where == "profile":
-        (home / "profiles.toml").write_text(f'active = "remote"\n[profiles.remote]\nPREFECT_API_URL = "{url}"\n')
+    if where == "environment":
+        script, home = start(tmp_path, where, "configured", PREFECT_API_URL=url)
+    else:
+        script, home = start(tmp_path, where, "configured",
+                             profile=f'active = "remote"\n[profiles.remote]\nPREFECT_API_URL = "{url}"\n')
     report = report_of(script, 60, tmp_path / f"{where}.stderr")
     assert script.wait(30) == 0
     assert (report["pid"], report["url"], report["prefect_servers"]) == (None, url, 0)
@@ -219,6 +249,34 @@ def test_concurrent_runs_each_complete_on_their_own_server(tmp_path):
     assert not any(running(r["pid"]) for r in reports)  # stopped on leaving the block
     for name in ("first", "second"):
         assert "database is locked" not in (tmp_path / f"{name}.stderr").read_text()
+
+
+def test_a_served_flow_runs_in_a_runner_subprocess_against_our_server(tmp_path):
+    script, home = start(tmp_path, "serve", "serve")
+    server = None
+    try:
+        report = report_of(script, 180, tmp_path / "serve.stderr")
+        base, server = report["url"], report["pid"]
+        deployment = wait_for(lambda: next(iter(api(base, "/deployments/filter",
+                                                    {"deployments": {"name": {"any_": ["served-trivial"]}}})), None),
+                              120, "the served deployment")
+        out = tmp_path / "run.json"
+        run = api(base, f"/deployments/{deployment['id']}/create_flow_run", {"parameters": {"out": str(out)}})
+        final = wait_for(lambda: (r := api(base, f"/flow_runs/{run['id']}"))["state_type"] in
+                         ("COMPLETED", "FAILED", "CRASHED") and r, 120, "the triggered run")
+        assert final["state_type"] == "COMPLETED", final["state"].get("message")
+        ran = json.loads(out.read_text())
+        assert ran["api"] == base and ran["pid"] not in (script.pid, server)  # a subprocess, told where the API is
+        assert not (home / "prefect.db").exists()
+    finally:
+        script.terminate()  # the Runner's graceful shutdown, then the block's exit stops the server
+        try:
+            script.wait(60)
+        except subprocess.TimeoutExpired:
+            script.kill()
+            script.wait()
+        if server:
+            assert gone_within(server, 10)
 
 
 @pytest.fixture
