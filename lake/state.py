@@ -74,9 +74,6 @@ class LakeState:
     def scopes(self, table: str, day: date) -> dict[str, str]:
         return dict(self.partitions.get(table, {}).get(day.isoformat(), {}))
 
-    def days(self, table: str) -> list[date]:
-        return sorted(date.fromisoformat(d) for d, scopes in self.partitions.get(table, {}).items() if scopes)
-
     def has_day(self, day: date) -> bool:
         return any(self.scopes(table, day) for table in TABLES)
 
