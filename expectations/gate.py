@@ -87,7 +87,7 @@ def run_gate(context: RunContext, validation_dir: str | Path, limits: GateLimits
     progress(f"gate {context.run_id}: {len(rows)} expectations, {len(failed)} critical failures, "
              f"{len(warned)} warnings in {seconds:.1f} s (data docs: {docs})")
     for r in warned:
-        progress(f"  warning {_describe(r)}")
+        progress(f"  {_describe(r)}")
     if failed:
         raise GateFailed("critical expectations failed, nothing was published:\n" +
                          "\n".join(f"  {_describe(r)}" for r in failed), checks)
