@@ -265,12 +265,11 @@ def _options(args, **overrides):
 
 
 def _publish(args) -> int:
+    from flows.options import default_lake
+    from flows.preflight import days_between
     from journey_defs.loader import load_journey, resolve_journey
     from journey_defs.source_spec import available_sources
     from warehouse.publish import publish
-
-    from flows.options import default_lake, default_warehouse
-    from flows.preflight import days_between
 
     known = available_sources(args.sources_dir)
     journeys = [load_journey(resolve_journey(name), known_sources=known) for name in args.journey]

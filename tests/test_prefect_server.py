@@ -3,21 +3,18 @@
 02:00 deployment (time zone, one run at a time) whose triggered run completes."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.warehouse_sample import DAYS
+from tests.prefect_client import api, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 JOURNEYS = [sys.executable, "-m", "flows.cli"]
@@ -27,37 +24,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-RETRYABLE = (429, 502, 503)  # what Prefect's own client retries: 503 is a busy (locked) server database
-
-
-def api(base: str, path: str, body: dict | None = None, attempts: int = 6):
-    """One API call, retried on the answers the server marks as retryable, as Prefect's client does."""
-    request = urllib.request.Request(f"{base}{path}", data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Content-Type": "application/json"},
-                                     method="POST" if body is not None else "GET")
-    for attempt in range(attempts):
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:  # a loaded 2-core machine can be slow
-                return json.loads(response.read() or "null")
-        except urllib.error.HTTPError as error:
-            if error.code not in RETRYABLE or attempt == attempts - 1:
-                raise
-            time.sleep(2 ** attempt)
-
-
-def wait_for(check, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            found = check()
-        except OSError:
-            found = None
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from flows.prefect_api import ApiServerFailed, _sweep_stale, temporary_api
+from tests.prefect_client import api, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -119,24 +120,6 @@ def children(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             found.append(int(stat.parent.name))
     return found
-
-
-def api(base: str, path: str, body: dict | None = None):
-    request = urllib.request.Request(f"{base}{path}", data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Content-Type": "application/json"},
-                                     method="POST" if body is not None else "GET")
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read() or "null")
-
-
-def wait_for(check, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def healthy(url: str) -> bool:
