@@ -322,7 +322,7 @@ def _flow(args) -> int:
                  else backfill(args.start, args.end, options, return_state=True))
     if not state.is_completed():
         error = state.result(raise_on_failure=False)
-        code, text = describe_failure(error) if isinstance(error, BaseException) else (None, "")
+        text = describe_failure(error)[1] if isinstance(error, BaseException) else ""
         print(f"journeys {args.command}: {state.name}: {text or error}", file=sys.stderr)
         return 1
     nights = state.result()
@@ -338,13 +338,10 @@ def _flow(args) -> int:
 
 
 def _serve(args) -> int:
-    from flows.options import NightOptions
     from flows.prefect_api import temporary_api
     from flows.serve import serve_nightly
 
-    options = NightOptions(data_dir=str(args.data), journeys=tuple(args.journey), lake=args.lake,
-                           warehouse=args.warehouse, validation_dir=args.validation_dir, n_buckets=args.buckets,
-                           notify=tuple(args.notify), lock_timeout=args.lock_timeout)
+    options = _options(args)
     options.journey_maps  # a bad journey fails here, not at 02:00
     with temporary_api():
         serve_nightly(options, cron=args.cron, timezone=args.timezone, name=args.name)
