@@ -1,12 +1,16 @@
-"""Shared test fixtures: the real data set that lives beside the repository, not in it.
+"""Shared test fixtures, among them the real logs, which live beside the repository, not in it.
 
-`shared/` sits next to the repository root (here and in CI's fresh clone), so its path is
-derived from this file, never hardcoded. A missing file fails the tests that need it:
-skipping would let a broken checkout pass silently.
+The real logs (the Helpdesk log, the BPIC 2013 incidents log) are read from one directory:
+`JOURNEYS_REAL_LOGS`, by default `<repository root>/../shared/data` (derived from this
+file, never hardcoded). When that directory or the file a test needs is missing, the tests
+that need it are skipped, with a reason naming the directory and the variable (pytest's
+`-ra`, in pyproject's addopts, prints it). CI must not skip them: `.ci/run` fails when the
+real logs are missing.
 """
 from __future__ import annotations
 
 import json
+import os
 import threading
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -14,21 +18,49 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-"""<repository root>/../shared/data"""
+REAL_LOGS_VARIABLE = "JOURNEYS_REAL_LOGS"
+DEFAULT_REAL_LOGS = Path(__file__).resolve().parents[2] / "shared" / "data"
+"""<repository root>/../shared/data: the real logs when JOURNEYS_REAL_LOGS is not set."""
+
+
+def real_logs_dir() -> Path:
+    """The directory the real logs are read from: $JOURNEYS_REAL_LOGS, else DEFAULT_REAL_LOGS."""
+    value = os.environ.get(REAL_LOGS_VARIABLE, "").strip()
+    return Path(value).expanduser() if value else DEFAULT_REAL_LOGS
+
+
+def _where() -> str:
+    source = f"{REAL_LOGS_VARIABLE}={os.environ[REAL_LOGS_VARIABLE]}" if os.environ.get(
+        REAL_LOGS_VARIABLE, "").strip() else f"{REAL_LOGS_VARIABLE} unset, default ../shared/data"
+    return f"({source}; set {REAL_LOGS_VARIABLE} to the directory holding the real logs)"
 
 
 @pytest.fixture(scope="session")
-def helpdesk_csv() -> Path:
-    """The real Helpdesk event log (CSV), at SHARED_DATA/helpdesk/helpdesk.csv."""
-    path = SHARED_DATA / "helpdesk" / "helpdesk.csv"
-    if not path.is_file():
-        pytest.fail(
-            f"the real Helpdesk log is missing: expected {path} "
-            "(shared/data/helpdesk/helpdesk.csv beside the repository root)",
-            pytrace=False,
-        )
+def real_logs() -> Path:
+    """The real-log directory; the test is skipped when it does not exist."""
+    path = real_logs_dir()
+    if not path.is_dir():
+        pytest.skip(f"real logs not found: no directory {path} {_where()}")
     return path
+
+
+def _real_log(real_logs: Path, relative: str, what: str) -> Path:
+    path = real_logs / relative
+    if not path.is_file():
+        pytest.skip(f"{what} not found: no file {relative} in the real-log directory {real_logs} {_where()}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def helpdesk_csv(real_logs) -> Path:
+    """The real Helpdesk event log (CSV): real_logs/helpdesk/helpdesk.csv."""
+    return _real_log(real_logs, "helpdesk/helpdesk.csv", "the real Helpdesk log")
+
+
+@pytest.fixture(scope="session")
+def bpic2013_xes(real_logs) -> Path:
+    """The real BPIC 2013 incidents log (gzipped XES): real_logs/bpic2013_incidents/bpic2013_incidents.xes.gz."""
+    return _real_log(real_logs, "bpic2013_incidents/bpic2013_incidents.xes.gz", "the real BPIC 2013 incidents log")
 
 
 @pytest.fixture(scope="session")

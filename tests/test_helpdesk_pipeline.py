@@ -17,10 +17,10 @@ AS_OF = date(2012, 6, 30)  # mid-log: many tickets open, some stalled
 
 
 @pytest.fixture(scope="module")
-def helpdesk_run(helpdesk_csv, tmp_path_factory):
+def helpdesk_run(helpdesk_csv, real_logs, tmp_path_factory):
     journey = load_journey(BUILTIN_JOURNEYS["helpdesk"])
     lake_dir = tmp_path_factory.mktemp("helpdesk_lake")
-    report = run(RunConfig(data_dir=str(helpdesk_csv.parents[1]), lake=str(lake_dir), journeys=(journey,),
+    report = run(RunConfig(data_dir=str(real_logs), lake=str(lake_dir), journeys=(journey,),
                            as_of=AS_OF, n_buckets=4), progress=lambda _: None)
     return journey, lake_dir, report
 
@@ -89,13 +89,13 @@ def test_every_helpdesk_record_is_accounted_for(helpdesk_run):
     assert (report.records, report.events, report.bad_rows, report.duplicates) == (21_348, 21_348, 0, 0)
 
 
-def test_the_command_runs_gates_and_publishes_the_real_log(helpdesk_csv, tmp_path, capsys):
+def test_the_command_runs_gates_and_publishes_the_real_log(helpdesk_csv, real_logs, tmp_path, capsys):
     """`journeys run` end to end on the real log (whole-log file: no time window applies), with
     every output outside the read-only shared folder."""
     from flows.cli import main
 
     warehouse = tmp_path / "w.duckdb"
-    assert main(["run", "--date", AS_OF.isoformat(), "--data", str(helpdesk_csv.parents[1]), "--journey", "helpdesk",
+    assert main(["run", "--date", AS_OF.isoformat(), "--data", str(real_logs), "--journey", "helpdesk",
                  "--lake", str(tmp_path / "lake"), "--warehouse", str(warehouse),
                  "--validation-dir", str(tmp_path / "validation"), "--buckets", "4"]) == 0
     assert "quality gate:" in capsys.readouterr().out

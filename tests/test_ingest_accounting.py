@@ -31,7 +31,6 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from journey_defs.canonical import BAD_ROW_REASONS, BAD_ROW_SCHEMA, CANONICAL_SCHEMA
 from journey_defs.outputs import FILE_COUNTS
 from journey_defs.source_spec import load_sources
-from tests.conftest import SHARED_DATA
 from transforms.ingest import ParseSources
 from transforms.manifest import build_manifest, problems, rows_per_file
 from transforms.parse import (
@@ -132,15 +131,8 @@ def test_gzipped_csv_xes_and_parquet_give_the_events_of_the_uncompressed_files(t
         assert set(result.events["source_file"].to_pylist()) == {f"helpdesk/{name}"}
 
 
-@pytest.fixture(scope="module")
-def bpic2013_dir() -> Path:
-    path = SHARED_DATA / "bpic2013_incidents" / "bpic2013_incidents.xes.gz"
-    if not path.is_file():
-        pytest.fail(f"the real BPIC 2013 incidents log is missing: expected {path}", pytrace=False)
-    return SHARED_DATA
-
-
-def test_real_bpic2013_log_is_read_from_its_gzipped_xes(bpic2013_dir):
+def test_real_bpic2013_log_is_read_from_its_gzipped_xes(bpic2013_xes, real_logs):
+    bpic2013_dir = real_logs
     spec = replace(SPECS["helpdesk"], name="bpic2013", format="xes", path="bpic2013_incidents/bpic2013_incidents.xes",
                    attributes=(("lifecycle", "lifecycle:transition"),))
     files = source_files(spec, bpic2013_dir)  # the README beside it is no concern of a whole log

@@ -148,9 +148,9 @@ def test_vectorized_matching_equals_the_scalar_reference_on_a_sample(sample_even
     assert {k for k, role in got if role == "stage"} == set(range(len(journey.stages)))
 
 
-def test_vectorized_matching_equals_the_scalar_reference_on_the_helpdesk_log(helpdesk_csv):
+def test_vectorized_matching_equals_the_scalar_reference_on_the_helpdesk_log(helpdesk_csv, real_logs):
     spec = load_sources(("helpdesk",))["helpdesk"]
-    data_dir = helpdesk_csv.parents[1]
+    data_dir = real_logs
     events = parse_files(spec, source_files(spec, data_dir), data_dir=data_dir).events
     journey = load_journey(BUILTIN_JOURNEYS["helpdesk"])
     matched = match_touchpoints(events, journey)

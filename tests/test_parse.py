@@ -413,8 +413,8 @@ README_COUNTS = {
 
 
 @pytest.fixture(scope="module")
-def helpdesk_events(helpdesk_csv):
-    data_dir = helpdesk_csv.parents[1]  # the spec's path is helpdesk/helpdesk.csv
+def helpdesk_events(helpdesk_csv, real_logs):
+    data_dir = real_logs  # the spec's path is helpdesk/helpdesk.csv
     [(path, file_date)] = source_files(SPECS["helpdesk"], data_dir)
     result = parse_file(SPECS["helpdesk"], path, data_dir=data_dir, file_date=file_date)
     assert result.records_read == result.events.num_rows

@@ -1,0 +1,78 @@
+"""The real logs come from one configurable directory (JOURNEYS_REAL_LOGS, default
+../shared/data): tests that need them are skipped, saying where they looked and which variable
+to set, when it or their file is missing."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+PROBE = """\
+def test_helpdesk(helpdesk_csv, real_logs):
+    print("HELPDESK", helpdesk_csv, real_logs)
+
+def test_bpic(bpic2013_xes, real_logs):
+    print("BPIC", bpic2013_xes, real_logs)
+"""
+
+
+def run_probe(tmp_path: Path, real_logs: str | None) -> subprocess.CompletedProcess:
+    """pytest on a probe test file that uses the conftest's fixtures (loaded as a plugin),
+    with JOURNEYS_REAL_LOGS set to `real_logs` (or unset)."""
+    probe = tmp_path / "probe" / "test_probe.py"
+    probe.parent.mkdir(exist_ok=True)
+    probe.write_text(PROBE)
+    env = {k: v for k, v in os.environ.items() if k != "JOURNEYS_REAL_LOGS"}
+    if real_logs is not None:
+        env["JOURNEYS_REAL_LOGS"] = real_logs
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-s", "-rs", "-p", "tests.conftest", "-p", "no:cacheprovider",
+         "--rootdir", str(probe.parent), "-c", os.devnull, str(probe)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_fixtures_read_the_real_logs_from_the_variables_directory(tmp_path):
+    logs = tmp_path / "logs"
+    (logs / "helpdesk").mkdir(parents=True)
+    (logs / "helpdesk" / "helpdesk.csv").write_text("x\n")
+    (logs / "bpic2013_incidents").mkdir()
+    (logs / "bpic2013_incidents" / "bpic2013_incidents.xes.gz").write_bytes(b"")
+    result = run_probe(tmp_path, str(logs))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"HELPDESK {logs}/helpdesk/helpdesk.csv {logs}" in result.stdout
+    assert f"BPIC {logs}/bpic2013_incidents/bpic2013_incidents.xes.gz {logs}" in result.stdout
+    assert "2 passed" in result.stdout
+
+
+def test_a_missing_directory_skips_naming_it_and_the_variable(tmp_path):
+    missing = tmp_path / "nowhere"
+    result = run_probe(tmp_path, str(missing))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 skipped" in result.stdout
+    skips = [line for line in result.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert len(skips) == 2 and all(f"no directory {missing}" in s and "JOURNEYS_REAL_LOGS" in s for s in skips), skips
+
+
+def test_a_missing_file_skips_naming_the_file_the_directory_and_the_variable(tmp_path):
+    logs = tmp_path / "logs"
+    (logs / "helpdesk").mkdir(parents=True)
+    (logs / "helpdesk" / "helpdesk.csv").write_text("x\n")
+    result = run_probe(tmp_path, str(logs))
+    assert "1 passed, 1 skipped" in result.stdout, result.stdout + result.stderr
+    [skip] = [line for line in result.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert "bpic2013_incidents/bpic2013_incidents.xes.gz" in skip and str(logs) in skip and "JOURNEYS_REAL_LOGS" in skip
+
+
+def test_without_the_variable_the_default_is_shared_data_beside_the_repository(tmp_path):
+    from tests.conftest import DEFAULT_REAL_LOGS
+
+    assert DEFAULT_REAL_LOGS == REPO.parent / "shared" / "data"
+    result = run_probe(tmp_path, None)
+    if DEFAULT_REAL_LOGS.joinpath("helpdesk", "helpdesk.csv").is_file():
+        assert f"HELPDESK {DEFAULT_REAL_LOGS}/helpdesk/helpdesk.csv" in result.stdout, result.stdout
+    else:
+        assert f"no directory {DEFAULT_REAL_LOGS}" in result.stdout or "not found" in result.stdout, result.stdout
