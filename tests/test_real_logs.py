@@ -76,3 +76,32 @@ def test_without_the_variable_the_default_is_shared_data_beside_the_repository(t
         assert f"HELPDESK {DEFAULT_REAL_LOGS}/helpdesk/helpdesk.csv" in result.stdout, result.stdout
     else:
         assert f"no directory {DEFAULT_REAL_LOGS}" in result.stdout or "not found" in result.stdout, result.stdout
+
+
+def ci_run(tmp_path: Path, real_logs: Path) -> subprocess.CompletedProcess:
+    """.ci/run with JOURNEYS_REAL_LOGS=real_logs and a PATH holding only `dirname`: should its
+    check not stop it, it cannot go on to install Chromium or run `make test`."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    dirname = subprocess.run(["bash", "-c", "command -v dirname"], capture_output=True, text=True).stdout.strip()
+    if not (bin_dir / "dirname").exists():
+        (bin_dir / "dirname").symlink_to(dirname)
+    env = {"PATH": str(bin_dir), "JOURNEYS_REAL_LOGS": str(real_logs), "HOME": str(tmp_path)}
+    bash = subprocess.run(["bash", "-c", "command -v bash"], capture_output=True, text=True).stdout.strip()
+    return subprocess.run([bash, str(REPO / ".ci" / "run")], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_ci_fails_in_one_line_when_the_real_logs_are_missing(tmp_path):
+    result = ci_run(tmp_path, tmp_path / "nowhere")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f".ci/run: the real logs are missing: no {tmp_path}/nowhere/helpdesk/helpdesk.csv "
+        "(set JOURNEYS_REAL_LOGS to the directory holding helpdesk/ and bpic2013_incidents/)"]
+
+    logs = tmp_path / "logs"
+    (logs / "helpdesk").mkdir(parents=True)
+    (logs / "helpdesk" / "helpdesk.csv").write_text("x\n")
+    result = ci_run(tmp_path, logs)
+    assert result.returncode == 1
+    assert len(result.stderr.splitlines()) == 1
+    assert f"no {logs}/bpic2013_incidents/bpic2013_incidents.xes.gz" in result.stderr
