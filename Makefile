@@ -8,7 +8,7 @@ export GX_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean chromium
 
 install: $(STAMP)
 
@@ -27,8 +27,15 @@ demo: $(STAMP)
 	$(BIN)/journeys alerts --all --data $(DEMO_DIR)
 	$(BIN)/journeys report --journey subscription --date 2026-02-18 --data $(DEMO_DIR)
 
-test: $(STAMP)
+test: chromium $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The report test renders in headless Chromium, found as warehouse/report.py's find_chromium does.
+chromium:
+	@{ [ -n "$$JOURNEYS_CHROMIUM" ] && command -v "$$JOURNEYS_CHROMIUM"; } >/dev/null 2>&1 \
+	  || command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+	  || command -v google-chrome >/dev/null 2>&1 \
+	  || { echo "make test: the report test needs Chromium: sudo apt-get install chromium (Debian/Ubuntu), or set JOURNEYS_CHROMIUM to a Chromium or Chrome binary" >&2; exit 1; }
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info

@@ -105,3 +105,30 @@ def test_ci_fails_in_one_line_when_the_real_logs_are_missing(tmp_path):
     assert result.returncode == 1
     assert len(result.stderr.splitlines()) == 1
     assert f"no {logs}/bpic2013_incidents/bpic2013_incidents.xes.gz" in result.stderr
+
+
+def make_test(tmp_path: Path, path: str, **env) -> subprocess.CompletedProcess:
+    """`make test` with PATH=path, its install step and its pytest disarmed (STAMP= BIN=/nonexistent):
+    what the Chromium check lets through fails on a missing interpreter, it runs no test."""
+    make = subprocess.run(["bash", "-c", "command -v make"], capture_output=True, text=True).stdout.strip()
+    return subprocess.run([make, "-s", "-C", str(REPO), "test", "STAMP=", f"BIN={tmp_path}/nonexistent"],
+                          env={"PATH": path, "HOME": str(tmp_path), **env}, capture_output=True, text=True, timeout=60)
+
+
+def test_make_test_without_chromium_fails_saying_how_to_install_it(tmp_path):
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    result = make_test(tmp_path, str(empty))
+    assert result.returncode != 0
+    assert result.stderr.splitlines()[0] == (
+        "make test: the report test needs Chromium: sudo apt-get install chromium (Debian/Ubuntu), "
+        "or set JOURNEYS_CHROMIUM to a Chromium or Chrome binary")
+    assert "nonexistent/python" not in result.stdout + result.stderr  # stopped before pytest
+
+    fake = tmp_path / "bin" / "chromium"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    for path, env in ((str(fake.parent), {}), (str(empty), {"JOURNEYS_CHROMIUM": str(fake)})):
+        result = make_test(tmp_path, path, **env)
+        assert "needs Chromium" not in result.stderr and "nonexistent/python" in result.stderr, (path, env)
