@@ -402,3 +402,36 @@ def test_failed_files_are_accounted_for_and_their_batch_goes_on(tmp_path):
         "web/2026-01-05/c.jsonl.gz: failed: cannot decompress as gzip: "
         "Compressed file ended before the end-of-stream marker was reached",
     ]
+
+
+def test_symlinked_raw_files_and_day_folders_are_read_under_their_names_in_the_data_dir(tmp_path):
+    """A raw file (or a whole day folder) that is a symbolic link to elsewhere is read like a
+    regular file and accounted for under the name it has in the source's folder; a stray link
+    is skipped by that name, a dangling one fails naming it."""
+    elsewhere, plain, linked = tmp_path / "elsewhere", tmp_path / "plain", tmp_path / "linked"
+    put(elsewhere, "exports/web-05.jsonl", WEB_FILE.read_bytes())
+    put(elsewhere, "exports/calls.csv.gz", gzip.compress(PHONE_FILE.read_bytes()))
+    put(elsewhere, "day-06/events.jsonl", (RAW / "web/2026-01-05/part-001.jsonl").read_bytes())
+    put(elsewhere, "day-06/notes.txt", b"a stray file of a linked day folder")
+    put(plain, "web/2026-01-05/events.jsonl", WEB_FILE.read_bytes())
+    put(plain, "phone/2026-01-05/calls.csv.gz", gzip.compress(PHONE_FILE.read_bytes()))
+    put(plain, "web/2026-01-06/events.jsonl", (RAW / "web/2026-01-05/part-001.jsonl").read_bytes())
+    put(plain, "web/2026-01-06/notes.txt", b"a stray file of a linked day folder")
+    for name, target in (("web/2026-01-05/events.jsonl", "exports/web-05.jsonl"),
+                         ("phone/2026-01-05/calls.csv.gz", "exports/calls.csv.gz"), ("web/2026-01-06", "day-06")):
+        (linked / name).parent.mkdir(parents=True, exist_ok=True)
+        (linked / name).symlink_to(elsewhere / target)
+    specs = load_sources(["web", "phone"])
+    days = (DAY, date(2026, 1, 6))
+    want, got = ingest(specs, plain, tmp_path / "out1", days), ingest(specs, linked, tmp_path / "out2", days)
+    assert got == want
+    assert [(c["source_file"], c["status"]) for c in got["file_counts"]] == [
+        ("phone/2026-01-05/calls.csv.gz", "read"), ("web/2026-01-05/events.jsonl", "read"),
+        ("web/2026-01-06/events.jsonl", "read"), ("web/2026-01-06/notes.txt", "skipped")]
+    assert {e["source_file"] for e in got["events"]} == {
+        "phone/2026-01-05/calls.csv.gz", "web/2026-01-05/events.jsonl", "web/2026-01-06/events.jsonl"}
+
+    (linked / "web/2026-01-05/gone.jsonl").symlink_to(elsewhere / "exports/deleted.jsonl")
+    counts = ingest(specs, linked, tmp_path / "out3", days)["file_counts"]
+    assert [(c["source_file"], c["status"], c["reason"]) for c in counts if c["status"] == "failed"] == [
+        ("web/2026-01-05/gone.jsonl", "failed", f"a symbolic link to a missing file ({elsewhere}/exports/deleted.jsonl)")]

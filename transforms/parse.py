@@ -159,13 +159,48 @@ def _literal_dir(pattern: str) -> str:
 
 
 def _files_under(base: str) -> list[str]:
+    """Every file under the directory `base` (with its trailing '/'): through Beam's
+    FileSystems for gs://, s3://...; locally through symbolic links too (_local_files_under)."""
+    if "://" not in base:
+        return _local_files_under(base)
     return [m.path for m in FileSystems.match([base + "**"])[0].metadata_list]
 
 
+def _local_files_under(base: str) -> list[str]:
+    """Every file under a local directory, named by the path it has there: a symbolic link to
+    a file is a file, a link to a directory is walked (Beam's local listing, os.walk, does
+    not follow it; a link back to a folder it is in is not walked again), a dangling link is
+    listed (reading it fails, naming it: nothing is dropped unseen)."""
+    out: list[str] = []
+
+    def walk(folder: str, ancestors: frozenset[str]) -> None:
+        try:
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for entry in entries:
+            if entry.is_dir():  # follows links
+                real = os.path.realpath(entry.path)
+                if real not in ancestors:
+                    walk(entry.path, ancestors | {real})
+            else:
+                out.append(entry.path)
+
+    folder = base.rstrip("/") or "/"
+    if os.path.isdir(folder):
+        walk(folder, frozenset({os.path.realpath(folder)}))
+    return out
+
+
 def relative_name(path: str | Path, data_dir: str | Path) -> str:
-    """`path` relative to data_dir with '/' separators: the `source_file` events record."""
+    """`path` relative to data_dir with '/' separators: the `source_file` events record. A
+    local path is taken as it was listed, not resolved: a symbolic link (to a file or a day
+    folder) keeps the name it has in the data directory."""
     path, root = str(path), str(data_dir)
     if "://" not in root:
+        absolute, absolute_root = os.path.abspath(path), os.path.abspath(root)
+        if os.path.commonpath([absolute, absolute_root]) == absolute_root:
+            return Path(os.path.relpath(absolute, absolute_root)).as_posix()
         return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
     prefix = root.rstrip("/") + "/"
     if not path.startswith(prefix):

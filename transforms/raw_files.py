@@ -7,6 +7,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import lzma
+import os
 import zlib
 from pathlib import Path
 
@@ -25,8 +26,11 @@ def read_raw(path: str | Path) -> bytes:
     """A raw file's bytes, decompressed when its name ends in a compression suffix (the
     codecs Beam's FileSystems uses for it). Read through FileSystems as stored and
     decompressed whole here: Beam's AUTO decompression returns what came before a truncation
-    without a word; here a truncated or corrupt file is a FileFailure. An empty file is empty."""
+    without a word; here a truncated or corrupt file is a FileFailure, and so is a dangling
+    symbolic link. An empty file is empty."""
     path = str(path)
+    if "://" not in path and os.path.islink(path) and not os.path.exists(path):
+        raise FileFailure(f"a symbolic link to a missing file ({os.readlink(path)})")
     kind = CompressionTypes.detect_compression_type(path)
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
         data = stream.read()
