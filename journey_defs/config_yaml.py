@@ -96,6 +96,10 @@ class Node:
     def is_mapping(self) -> bool:
         return isinstance(self.node, yaml.MappingNode)
 
+    def is_null(self) -> bool:
+        """A YAML null (`null`, `~` or nothing after the key)."""
+        return isinstance(self.node, yaml.ScalarNode) and self.node.tag == "tag:yaml.org,2002:null"
+
 
     # --- scalars ---------------------------------------------------------------
     def value(self):

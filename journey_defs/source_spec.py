@@ -113,6 +113,8 @@ def load_source_spec(path: str | Path, expected_name: str | None = None) -> Sour
         required=("source", "format", "path"),
         optional=("kind", "identity", "delimiter", *_EVENT_ONLY_KEYS),
     )
+    if "event_id" in keys and keys["event_id"].is_null():
+        del keys["event_id"]  # `event_id: null`: no id column, ids derived, as when the key is omitted
     name = keys["source"].string()
     if not _SOURCE_NAME.match(name):
         raise keys["source"].error(f"bad source name '{name}'; expected lower-case letters, digits and _")

@@ -8,6 +8,7 @@ import json
 import re
 import textwrap
 from datetime import datetime, timezone
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -22,7 +23,7 @@ from journey_defs.source_spec import (
     load_source_spec,
     load_sources,
 )
-from transforms.parse import parse_bytes, parse_file, source_files
+from transforms.parse import parse_bytes, parse_file, source_files, stable_event_id
 
 GOOD = """\
 source: shop
@@ -337,3 +338,30 @@ def test_lone_surrogate_in_a_spec_value_fails_at_load(tmp_path):
     error = spec_error(tmp_path, GOOD.replace("map: {buy: purchase}", 'map: {buy: "purch\\udc80ase"}'))
     assert (error.line, error.path, error.message) == (
         10, "event_type.map.buy", "'purch\\udc80ase' holds a lone surrogate (\\udc80); expected text that is valid Unicode")
+
+
+def readme_spec_example() -> str:
+    """The source-spec example of README.md's *Sources* section, as printed there."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    [block] = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if b.startswith("source: tickets\n")]
+    return block
+
+
+def test_event_id_null_means_no_id_column_exactly_as_leaving_it_out(tmp_path):
+    example = readme_spec_example()
+    assert re.search(r"^event_id: null\b", example, re.M)  # what the README shows and says: ids derived
+    spec = load_source_spec(write(tmp_path, example, "tickets.yaml"))
+    (tmp_path / "omitted").mkdir()
+    without = load_source_spec(write(tmp_path / "omitted", re.sub(r"^event_id: null.*\n", "", example, flags=re.M),
+                                     "tickets.yaml"))
+    assert spec.event_id is None
+    assert dataclasses.replace(spec, spec_file=None) == dataclasses.replace(without, spec_file=None)
+    for null in ("~", "", "null  # derived"):
+        assert load_source_spec(write(tmp_path, GOOD.replace("event_id: id", f"event_id: {null}"))).event_id is None
+    xes = ('<log><trace><string key="concept:name" value="T1"/><event><string key="concept:name" value="open"/>'
+           '<date key="time:timestamp" value="2026-01-05T09:00:00Z"/></event></trace></log>')
+    events = parse_bytes(spec, xes.encode(), source_file="exports/tickets.xes", file_date=None).events
+    assert events["event_id"].to_pylist() == [stable_event_id("tickets", "exports/tickets.xes", 1)]
+    # an id column that is there but empty is still an error, not a null
+    with pytest.raises(ConfigError, match="event_id: expected a non-empty text value"):
+        load_source_spec(write(tmp_path, GOOD.replace("event_id: id", "event_id: ' '")))
