@@ -4,11 +4,13 @@ in the DOM, taken from the generator's ground truth), and a non-blank PNG."""
 from __future__ import annotations
 
 import re
+import shutil
 import struct
 import subprocess
 import tempfile
 import zlib
 
+import duckdb
 import pyarrow.parquet as pq
 import pytest
 
@@ -56,6 +58,7 @@ def test_chromium_renders_the_stages_and_counts_offline(report, tmp_path):
         dom = subprocess.run([find_chromium(), *chromium_flags(profile), "--dump-dom", out.resolve().as_uri()],
                              capture_output=True, text=True, timeout=120, check=True).stdout
     reached = truth_reached(data)
+    assert "quality gate: not run (--no-gate)" in dom and "every check passed" not in dom  # the sample ran ungated
     for stage in JOURNEY.stages:
         assert f">{stage.name}" in dom, stage.name
         assert f'data-stage="{stage.id}">reached {reached[stage.id]:,}<' in dom, stage.id
@@ -72,6 +75,48 @@ def test_a_day_without_a_published_run_is_a_clear_error(report, capsys):
     assert f"no published run as of 2031-01-01 (latest: {LAST})" in capsys.readouterr().err
     assert main(["report", "--journey", "nope", "--date", str(LAST), "--warehouse", str(warehouse)]) == 2
     assert "journey 'nope' is not in the warehouse (published: subscription)" in capsys.readouterr().err
+
+
+def test_a_report_of_an_ungated_run_says_the_gate_did_not_run(report, tmp_path, capsys):
+    """The sample's runs were committed without a gate (as after --no-gate): no run_checks rows.
+    The report must not claim that every check passed."""
+    _, warehouse, _ = report
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        assert con.execute("SELECT count(*) FROM run_checks WHERE partition_date = ?", [LAST]).fetchone() == (0,)
+        [(run_id,)] = con.execute("SELECT DISTINCT run_id FROM run_files WHERE partition_date = ?", [LAST]).fetchall()
+    finally:
+        con.close()
+
+    def report_of(warehouse_file):
+        out = tmp_path / f"{warehouse_file.stem}.html"
+        assert main(["report", "--journey", "subscription", "--date", str(LAST), "--warehouse", str(warehouse_file),
+                     "--out", str(out)]) == 0
+        return capsys.readouterr().out, out.read_text()
+
+    text, page = report_of(warehouse)
+    line = "quality gate: not run (--no-gate): no check ran for this day's run"
+    assert line in text.splitlines() and line.replace("'", "&#x27;") in page
+    assert "every check passed" not in page + text
+
+    # the same day with a gate that ran and passed: no such line
+    def with_checks(name: str, of_run: str):
+        copy = tmp_path / f"{name}.duckdb"
+        shutil.copy(warehouse, copy)
+        con = duckdb.connect(str(copy))
+        try:
+            con.execute("INSERT INTO run_checks BY NAME SELECT $r AS run_id, $d AS as_of_date, 'run_totals' AS suite, "
+                        "'expect_x' AS expectation, 'n' AS columns, 'critical' AS severity, true AS success, "
+                        "'ok' AS observed, 0 AS unexpected_count, $d AS partition_date", {"r": of_run, "d": LAST})
+        finally:
+            con.close()
+        return copy
+
+    text, page = report_of(with_checks("gated", run_id))
+    assert "quality gate: not run" not in text + page and "None: every check passed." in page
+    # checks of another run of the day only: this day's run is still named as ungated
+    text, page = report_of(with_checks("partly", "another-run"))
+    assert f"quality gate: not run (--no-gate) for run {run_id}" in text and "every check that ran passed" in page
 
 
 def read_png(blob: bytes) -> tuple[int, int, list[tuple[int, ...]]]:

@@ -32,6 +32,8 @@ def render_text(data: ReportData) -> str:
     lines.append(f"open alerts: {len(data.alerts)}")
     lines += [f"  alert since {a['opened_date']}: {a['message']}" for a in data.alerts]
     lines += [f"data quality warning: {check}: {seen}" for check, seen in data.quality_warnings]
+    if _gate_not_run(data):
+        lines.append(_gate_not_run(data))
     return "\n".join(lines) + "\n"
 
 
@@ -66,7 +68,7 @@ svg text {{ font-family: system-ui, sans-serif; }}
 <h2>Open alerts</h2>
 {_alerts(data.alerts)}
 <h2>Data quality warnings of this run</h2>
-{_warnings(data.quality_warnings)}
+{_warnings(data)}
 </body></html>
 """
 
@@ -133,10 +135,24 @@ def _alerts(alerts) -> str:
     return "<ul>" + "".join(f"<li>{_e(a['stage'])}: {_e(a.get('message') or a['status'])}</li>" for a in alerts) + "</ul>"
 
 
-def _warnings(warnings) -> str:
-    if not warnings:
-        return "<p class='muted'>None: every check passed.</p>"
-    return "<ul id='quality'>" + "".join(f"<li><b>{_e(check)}</b>: {_e(seen)}</li>" for check, seen in warnings) + "</ul>"
+def _gate_not_run(data: ReportData) -> str | None:
+    """The line saying the quality gate did not run (--no-gate), for the day or some of its runs."""
+    if not data.gate_ran:
+        return "quality gate: not run (--no-gate): no check ran for this day's run"
+    if data.ungated_runs:
+        return f"quality gate: not run (--no-gate) for run {', '.join(data.ungated_runs)}"
+    return None
+
+
+def _warnings(data: ReportData) -> str:
+    not_run = _gate_not_run(data)
+    head = f"<p id='gate-not-run'><b>{_e(not_run)}</b></p>" if not_run else ""
+    if not data.gate_ran:
+        return head
+    if not data.quality_warnings:
+        return head + f"<p class='muted'>None: every check {'that ran ' if not_run else ''}passed.</p>"
+    return head + "<ul id='quality'>" + "".join(f"<li><b>{_e(check)}</b>: {_e(seen)}</li>"
+                                                for check, seen in data.quality_warnings) + "</ul>"
 
 
 def export_png(html_path: Path, png_path: Path, width: int = 1400, height: int = 1100) -> Path:

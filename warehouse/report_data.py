@@ -41,6 +41,13 @@ class ReportData:
     off_map: tuple[tuple[str, str, int], ...]        # (channel, event_type, events), most first
     alerts: tuple[dict, ...]                         # alerts of the journey open on as_of
     quality_warnings: tuple[tuple[str, str], ...] = ()  # (check, what it saw) of the as-of run's gate
+    gate_checks: int | None = None  # checks the day's gate evaluated (run_checks rows): 0 = the gate did not run
+    ungated_runs: tuple[str, ...] = ()  # runs of the day (run_files) with no run_checks row: run with --no-gate
+
+    @property
+    def gate_ran(self) -> bool:
+        """Whether the quality gate ran for the as-of day (unknown, None, counts as ran)."""
+        return self.gate_checks != 0
 
     @property
     def top_drop_off(self) -> Station | None:
@@ -102,8 +109,12 @@ def _load(con, journey_id: str, as_of: date, trend_days: int) -> ReportData:
     warnings = tuple(con.execute(
         "SELECT suite, observed FROM run_checks WHERE partition_date = ? AND NOT success AND severity = 'warning' "
         "ORDER BY suite, columns", [as_of]).fetchall())
+    gate_checks = con.execute("SELECT count(*) FROM run_checks WHERE partition_date = ?", [as_of]).fetchone()[0]
+    ungated = tuple(r[0] for r in con.execute(
+        "SELECT DISTINCT run_id FROM run_files WHERE partition_date = $d AND run_id NOT IN "
+        "(SELECT run_id FROM run_checks WHERE partition_date = $d) ORDER BY 1", {"d": as_of}).fetchall())
     return ReportData(journey_id, stages[0][4], as_of, tuple(stations), sum(statuses.values()), statuses,
-                      deviations, off_map, alerts, warnings)
+                      deviations, off_map, alerts, warnings, gate_checks, ungated)
 
 
 def alerts_open_on(con: duckdb.DuckDBPyConnection, journey_id: str, as_of: date) -> tuple[dict, ...]:
