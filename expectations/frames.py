@@ -113,7 +113,8 @@ def _events_frame(con, context: RunContext) -> pd.DataFrame:
 
 def _stage_order(con, ordered) -> pd.DataFrame:
     """Per customer and stage of an ordered/strict journey: its entry time and the latest
-    entry time of the stages before it (must not be later)."""
+    entry time of the stages before it (must not be later: the ordered rule never enters a
+    stage after a later one, so a failure here is a bug, not a customer's odd path)."""
     ids = [j.id for j in ordered]
     return _df(con, """
         SELECT journey_id, customer_id, stage, entered_at,
@@ -123,17 +124,19 @@ def _stage_order(con, ordered) -> pd.DataFrame:
 
 
 def _funnel(con, ordered) -> pd.DataFrame:
-    """Customers who reached each required stage beside those who reached the required stage
-    before it (an ordered journey cannot gain customers along the way)."""
+    """Customers who reached each stage beside those who reached p(k), the required stage
+    before it: in an ordered map a stage is entered only after p(k), so it can never have
+    more customers (entry stages, which need no p(k), are left out)."""
     rows = []
     for journey in ordered:
-        required = [s.id for s in journey.stages if not s.optional]
         reached = dict(con.execute(
             "SELECT stage, reached FROM stage_daily WHERE journey_id = ? AND channel = '*' AND segment = '*'",
             [journey.id]).fetchall())
-        for before, stage in zip(required, required[1:]):
-            rows.append({"journey_id": journey.id, "stage": stage, "reached": reached.get(stage, 0),
-                         "reached_before": reached.get(before, 0)})
+        for k, before in enumerate(journey.predecessors):
+            if before >= 0:
+                stage = journey.stages[k].id
+                rows.append({"journey_id": journey.id, "stage": stage, "reached": reached.get(stage, 0),
+                             "reached_before": reached.get(journey.stages[before].id, 0)})
     return pd.DataFrame(rows, columns=["journey_id", "stage", "reached", "reached_before"])
 
 

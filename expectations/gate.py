@@ -67,10 +67,10 @@ def run_gate(context: RunContext, validation_dir: str | Path, limits: GateLimits
         suite = gx_context.suites.add_or_update(gx.ExpectationSuite(name=suite_name, expectations=expectations))
         definition = gx_context.validation_definitions.add_or_update(
             gx.ValidationDefinition(name=suite_name, data=batch, suite=suite))
+        frame = frames.frames[frame_name]
         checkpoint = gx_context.checkpoints.add_or_update(gx.Checkpoint(
-            name=suite_name, validation_definitions=[definition],
-            result_format={"result_format": "BASIC", "partial_unexpected_count": limits.sample_rows}))
-        outcome = checkpoint.run(batch_parameters={"dataframe": frames.frames[frame_name]},
+            name=suite_name, validation_definitions=[definition], result_format=_result_format(frame, limits)))
+        outcome = checkpoint.run(batch_parameters={"dataframe": frame},
                                  run_id=RunIdentifier(run_name=context.run_id))
         results += list(outcome.run_results)
         for validation in outcome.run_results.values():
@@ -103,6 +103,19 @@ def _project(root: Path):
     return context
 
 
+IDENTIFYING = ("journey_id", "customer_id", "stage", "source", "source_file")
+"""Columns that say who or what a failing row is about: a failure names them, not only values."""
+
+
+def _result_format(frame, limits: GateLimits) -> dict:
+    """BASIC, or SUMMARY with the frame's identifying columns beside each failing value."""
+    named = [c for c in IDENTIFYING if c in frame.columns]
+    if not named:
+        return {"result_format": "BASIC", "partial_unexpected_count": limits.sample_rows}
+    return {"result_format": "SUMMARY", "partial_unexpected_count": limits.sample_rows,
+            "unexpected_index_column_names": named}
+
+
 def _check_row(context: RunContext, suite: str, result, details, summary: str | None) -> dict:
     config = result.expectation_config
     kwargs = config.kwargs
@@ -125,7 +138,7 @@ def _check_row(context: RunContext, suite: str, result, details, summary: str | 
         "run_id": context.run_id, "as_of_date": context.as_of, "suite": suite, "expectation": config.type,
         "columns": columns, "severity": str(getattr(config.severity, "value", config.severity)),
         "success": bool(result.success), "observed": None if observed is None else str(observed),
-        "unexpected_count": unexpected, "sample": as_json(found.get("partial_unexpected_list") or []),
+        "unexpected_count": unexpected, "sample": as_json(found.get("partial_unexpected_index_list") or found.get("partial_unexpected_list") or []),
         "details": as_json(details) if details else None,
     }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 from flows.options import DEFAULT_LOCK_TIMEOUT
@@ -105,7 +105,10 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the journey pipeline for a date and publish Parquet to the lake",
                               epilog="Arguments after -- go to Beam, e.g. -- --runner=FlinkRunner --flink_master=host:8081")
-    run.add_argument("--date", required=True, type=date.fromisoformat, help="as-of date (YYYY-MM-DD)")
+    when = run.add_mutually_exclusive_group(required=True)
+    when.add_argument("--date", type=date.fromisoformat, help="as-of date (YYYY-MM-DD): as of its end")
+    when.add_argument("--as-of", dest="as_of", type=_as_of,
+                      help="as-of date or instant (2012-06-30 or 2012-06-30T14:00:00Z; no offset = UTC)")
     run.add_argument("--from", dest="ingest_from", type=date.fromisoformat,
                      help="also ingest the raw files of the days from this date (default: only --date)")
     run.add_argument("--data", required=True, help="raw data directory (local, gs://, s3://)")
@@ -229,10 +232,12 @@ def _run(args) -> int:
     from pipelines.journey_pipeline import RunFailed
 
     options = _options(args)
-    days = days_between(args.ingest_from or args.date, args.date, "--from", "--date")
+    instant = args.as_of if isinstance(args.as_of, datetime) else None
+    day = args.date or (instant.astimezone(timezone.utc).date() if instant else args.as_of)
+    days = days_between(args.ingest_from or day, day, "--from", "--date")
     check_ready(options, days)
     try:
-        night = run_night(options, args.date, tuple(days))
+        night = run_night(options, day, tuple(days), as_of_at=instant)
     except Exception as exc:
         gate = sys.modules.get("expectations.gate")  # loaded by the gate itself, so its time counts there
         if not isinstance(exc, RunFailed) and not (gate and isinstance(exc, gate.GateFailed)):
@@ -246,6 +251,17 @@ def _run(args) -> int:
     print(f"lake commit {night.version} ({night.staged.run_id}): {night.commit_seconds:.3f} s to commit, "
           f"{night.lock_seconds:.3f} s to take the writer lock")
     return 0
+
+
+def _as_of(text: str) -> date | datetime:
+    """`--as-of`: a date (as of its end) or an instant (no offset = UTC)."""
+    try:
+        if len(text) == 10:
+            return date.fromisoformat(text)
+        instant = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is neither a date (YYYY-MM-DD) nor an ISO timestamp") from None
+    return instant if instant.tzinfo else instant.replace(tzinfo=timezone.utc)
 
 
 def _options(args, **overrides):

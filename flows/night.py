@@ -10,7 +10,7 @@ import errno
 import sys
 import time
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import TYPE_CHECKING
 
 from expectations.run_context import GateLimits, RunContext
@@ -80,9 +80,11 @@ def publish(options: NightOptions, config: RunConfig, progress=print) -> Publish
                         lock_timeout=options.lock_timeout)
 
 
-def run_night(options: NightOptions, as_of: date, ingest_days: tuple[date, ...] = (), progress=print) -> NightReport:
-    """`journeys run`: the whole sequence under the lake's writer lock, without Prefect."""
-    config = options.run_config(as_of, ingest_days)
+def run_night(options: NightOptions, as_of: date, ingest_days: tuple[date, ...] = (), progress=print,
+              as_of_at: datetime | None = None) -> NightReport:
+    """`journeys run`: the whole sequence under the lake's writer lock, without Prefect;
+    `as_of_at` = an as-of instant within `as_of` (default: its end, README *Semantics*)."""
+    config = options.run_config(as_of, ingest_days, as_of_at)
     began = time.perf_counter()
     with writer_lock(options.lake_root, options.lock_timeout, progress, command_line()):
         locked = time.perf_counter()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -82,10 +82,10 @@ class NightOptions:
     def gate_limits(self) -> GateLimits:
         return GateLimits(bad_row_threshold=self.bad_row_threshold, off_map_share=self.off_map_threshold)
 
-    def run_config(self, as_of: date, ingest_days: tuple[date, ...] = ()) -> RunConfig:
+    def run_config(self, as_of: date, ingest_days: tuple[date, ...] = (), as_of_at: datetime | None = None) -> RunConfig:
         from pipelines.journey_pipeline import DEFAULT_RUNNER_FLAGS, RunConfig  # Beam: only when a night runs
 
         return RunConfig(data_dir=self.data_dir, lake=self.lake_root, journeys=self.journey_maps, as_of=as_of,
                          ingest_days=ingest_days or (as_of,), sources_dirs=tuple(self.sources_dirs),
                          n_buckets=self.n_buckets, bad_row_threshold=self.bad_row_threshold,
-                         runner_flags=tuple(self.runner_flags) or DEFAULT_RUNNER_FLAGS)
+                         runner_flags=tuple(self.runner_flags) or DEFAULT_RUNNER_FLAGS, as_of_at=as_of_at)

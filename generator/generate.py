@@ -73,7 +73,8 @@ def generate(out: str | Path, config: GenerateConfig, progress=print) -> dict:
     customer_keys = keys.slice(0, pop.n)
     tables = {
         "customers": _customer_truth(pop, ids, customer_keys, entries, channels, cols, journey, vocab),
-        "status_history": truth.status_history(customer_keys, entries, pop.exit_ts, pop.start_us, config.days, journey),
+        "status_history": truth.status_history(customer_keys, entries, pop.exit_ts, pop.start_us, config.days, journey,
+                                               _identified_at(pop)),
         "sessions": truth.sessions(codes, keys, cols["ts"], journey.session_gap.total_seconds() * US),
         "deviations": truth.deviations(cols, keys_by_event, journey, vocab),
         "feedback": truth.feedback(cols, keys_by_event, entries, journey, vocab),
@@ -299,9 +300,15 @@ def _identity_truth(con, keys: pa.Array) -> pa.Table:
         ORDER BY identity_key, value""").to_arrow_table()
 
 
+def _identified_at(pop) -> np.ndarray:
+    """When each customer's user id or e-mail first appears in its events: the promo e-mail
+    click of a CRM lead, else the sign-up (NaN: an anonymous visitor, never identified)."""
+    return np.where(pop.in_crm, pop.ident_ts, np.nan)
+
+
 def _customer_truth(pop, ids, keys, entries, channels, cols, journey, vocab) -> pa.Table:
     n_events = np.bincount(cols["cust"][cols["cust"] >= 0], minlength=pop.n)
-    status, current = truth.statuses_as_of(entries, pop.exit_ts, pop.end_us, journey)
+    status, current = truth.statuses_as_of(entries, pop.exit_ts, pop.end_us, journey, _identified_at(pop))
     personas = np.array([p.name for p in sc.PERSONAS])[pop.persona]
     anonymous_ids = [[a, b] if two else [a] for a, b, two in zip(ids["anon1"], ids["anon2"], pop.second_device)]
     columns = {

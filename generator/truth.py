@@ -1,8 +1,9 @@
 """Ground truth, computed from what the generator knows (who each event really belongs to,
 which stage each touchpoint was meant for) — never from the pipeline. Statuses follow
-DESIGN.md: converted (final stage within the conversion window), dropped (explicit exit, or
-the window passed without converting), stalled (longer than the stage's max_time_in_stage in
-the current stage), otherwise in progress. Boundaries are strict: a customer is stalled when
+README, *Semantics*: converted (final stage within the conversion window, before any exit),
+dropped (explicit exit, or the window passed without converting), stalled (longer than the
+stage's max_time_in_stage in the current stage; only identified customers with `stalls:
+identified`), otherwise in progress. Boundaries are strict: a customer is stalled when
 as_of - entered > max_time_in_stage, dropped by window when as_of - journey_start > window."""
 from __future__ import annotations
 
@@ -30,9 +31,12 @@ def stage_entries(cols: dict, n: int, vocab: Vocabulary) -> tuple[np.ndarray, np
     return entries, channels
 
 
-def statuses_as_of(entries: np.ndarray, exit_ts: np.ndarray, as_of_us: float, journey: JourneyMap):
+def statuses_as_of(entries: np.ndarray, exit_ts: np.ndarray, as_of_us: float, journey: JourneyMap,
+                   identified_at: np.ndarray | None = None):
     """Status code (index into STATUS_NAMES, NOT_STARTED before the journey opened) and
-    current stage index per customer, as of `as_of_us`."""
+    current stage index per customer, as of `as_of_us`. `identified_at`: when the customer's
+    user id, e-mail or phone first appears (NaN: never); with `stalls: identified` only
+    customers identified by then can stall."""
     started = entries[:, 0] < as_of_us
     reached = ~np.isnan(entries) & (entries < as_of_us)
     current = np.where(reached.any(axis=1), reached.shape[1] - 1 - np.argmax(reached[:, ::-1], axis=1), -1)
@@ -45,19 +49,23 @@ def statuses_as_of(entries: np.ndarray, exit_ts: np.ndarray, as_of_us: float, jo
     exited = exit_ts < as_of_us
     expired = as_of_us - entries[:, 0] > window
     stalled = as_of_us - current_entry > sla[np.maximum(current, 0)]
-    code = np.select([exited, converted, expired, stalled], [DROPPED, CONVERTED, DROPPED, STALLED], IN_PROGRESS)
+    if journey.stalls == "identified":
+        stalled &= ~np.isnan(identified_at) & (np.nan_to_num(identified_at, nan=np.inf) < as_of_us)
+    converted &= ~(exit_ts < entries[:, final])  # an exit after converting leaves the customer converted
+    code = np.select([converted, exited, expired, stalled], [CONVERTED, DROPPED, DROPPED, STALLED], IN_PROGRESS)
     code[~started] = NOT_STARTED
     return code, current
 
 
-def status_history(keys: pa.Array, entries, exit_ts, start_us: int, days: int, journey: JourneyMap) -> pa.Table:
+def status_history(keys: pa.Array, entries, exit_ts, start_us: int, days: int, journey: JourneyMap,
+                   identified_at: np.ndarray | None = None) -> pa.Table:
     """Status and current stage of every started journey at the end of each day, stored as
     intervals: one row per customer and run of days with the same status and stage
     (`valid_from` .. `valid_to`, both inclusive). The status as of day D is the row with
     valid_from <= D <= valid_to."""
     codes = np.empty((len(entries), days), dtype=np.int16)
     for d in range(days):
-        status, current = statuses_as_of(entries, exit_ts, start_us + (d + 1) * DAY, journey)
+        status, current = statuses_as_of(entries, exit_ts, start_us + (d + 1) * DAY, journey, identified_at)
         codes[:, d] = np.where(status == NOT_STARTED, -1, status * 16 + current)
     change = np.ones_like(codes, dtype=bool)
     change[:, 1:] = codes[:, 1:] != codes[:, :-1]

@@ -16,6 +16,7 @@ from journey_defs.canonical import CANONICAL_SCHEMA, CHANNELS
 from journey_defs.config_yaml import ConfigError, Node
 from journey_defs.model import (
     ORDERING_MODES,
+    STALL_RULES,
     PREDICATE_OPS,
     AlertPolicy,
     JourneyMap,
@@ -34,7 +35,7 @@ _ID = re.compile(r"[a-z][a-z0-9_]*")  # used with fullmatch
 _JOURNEY_KEYS = ("journey", "version", "sources", "stages")
 _JOURNEY_OPTIONAL = (
     "name", "description", "ordering", "conversion_window", "session_gap",
-    "segment_field", "exits", "support", "ignore", "alerts",
+    "segment_field", "stalls", "exits", "support", "ignore", "alerts",
 )
 _STAGE_OPTIONAL = ("name", "optional", "entry", "max_time_in_stage")
 _ALERT_KEYS = ("recent_window", "baseline_window", "min_relative_rise", "significance", "min_sample")
@@ -57,6 +58,7 @@ def load_journey(path: str | Path, known_sources: Iterable[str] | None = None) -
         conversion_window=_get(keys, "conversion_window", Node.duration, defaults.conversion_window),
         session_gap=_get(keys, "session_gap", Node.duration, defaults.session_gap),
         segment_field=_get(keys, "segment_field", Node.string, None),
+        stalls=_get(keys, "stalls", lambda n: n.choice(STALL_RULES), defaults.stalls),
         sources=_sources(keys["sources"], known_sources),
         stages=_stages(keys["stages"]),
         exits=_get(keys, "exits", _touchpoint_list, ()),

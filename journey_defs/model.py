@@ -6,8 +6,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 ORDERING_MODES = ("ordered", "strict", "unordered")
-"""`ordered`: a stage counts only after the previous required stage; `strict`: and no
-other stage's touchpoint may come in between; `unordered`: any order."""
+"""`ordered`: a stage counts only after the required stage before it and before any later
+stage; `strict`: and progress stops at the first deviation; `unordered`: any order
+(README, *Semantics*; transforms/ordering/)."""
+
+STALL_RULES = ("anyone", "identified")
+"""Who can be `stalled`: `anyone`, or only `identified` customers (a user id, e-mail or phone
+known: someone the business can contact); the others stay in_progress."""
 
 PREDICATE_OPS = ("equals", "in", "prefix", "regex")
 
@@ -83,6 +88,7 @@ class JourneyMap:
     conversion_window: timedelta = timedelta(days=30)
     session_gap: timedelta = timedelta(minutes=30)
     segment_field: str | None = None
+    stalls: str = "anyone"
     exits: tuple[Touchpoint, ...] = ()
     support: tuple[Touchpoint, ...] = ()
     ignore: tuple[Touchpoint, ...] = ()
@@ -104,6 +110,17 @@ class JourneyMap:
                 break
         ids += [s.id for s in self.stages if s.entry and s.id not in ids]
         return tuple(ids)
+
+    @property
+    def predecessors(self) -> tuple[int, ...]:
+        """p(k) per stage: the index of the latest required stage before k, -1 for entry
+        stages (a journey may open there). A stage is entered only after p(k) is
+        (ordered, strict)."""
+        pred, latest = [], -1
+        for k, stage in enumerate(self.stages):
+            pred.append(-1 if stage.id in self.entry_stage_ids else latest)
+            latest = latest if stage.optional else k
+        return tuple(pred)
 
     @property
     def final_stage_id(self) -> str:

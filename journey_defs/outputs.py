@@ -12,7 +12,8 @@ touchpoint, a support touchpoint (detour), an ignored event, or none of them (of
 
 STATUSES = ("converted", "dropped", "stalled", "in_progress")
 
-DEVIATION_KINDS = ("skipped_stage", "backtrack", "detour", "off_map")
+DEVIATION_KINDS = ("skipped_stage", "backtrack", "out_of_order", "detour", "off_map")
+"""README, *Semantics*, defines each (transforms/ordering/ finds the first three)."""
 
 SESSIONS = pa.schema([
     ("journey_id", pa.string()), ("customer_id", pa.string()), ("session_id", pa.string()),
@@ -22,7 +23,9 @@ SESSIONS = pa.schema([
 
 JOURNEYS = pa.schema([
     ("journey_id", pa.string()), ("journey_version", pa.string()), ("as_of_date", pa.date32()),
+    ("as_of_at", UTC_MICROS),  # the instant statuses are measured at (README, *Semantics*)
     ("customer_id", pa.string()), ("segment", pa.string()),
+    ("identified", pa.bool_()),  # a user id, e-mail or phone known, or a CRM record: contactable
     ("started_at", UTC_MICROS), ("current_stage", pa.string()), ("current_stage_entered_at", UTC_MICROS),
     ("status", pa.string()), ("converted_at", UTC_MICROS), ("exit_at", UTC_MICROS), ("exit_event", pa.string()),
     ("last_event_at", UTC_MICROS), ("last_channel", pa.string()), ("n_events", pa.int64()),
@@ -32,7 +35,7 @@ JOURNEY_STAGES = pa.schema([
     ("journey_id", pa.string()), ("as_of_date", pa.date32()), ("customer_id", pa.string()), ("segment", pa.string()),
     ("stage", pa.string()), ("stage_index", pa.int32()), ("entered_at", UTC_MICROS), ("entry_channel", pa.string()),
     ("left_at", UTC_MICROS),            # entry of the next stage reached, null while in the stage
-    ("time_in_stage_s", pa.float64()),  # left_at (or the end of as_of_date) minus entered_at
+    ("time_in_stage_s", pa.float64()),  # left_at (or the as-of instant) minus entered_at
     ("is_current", pa.bool_()), ("stalled", pa.bool_()),
 ])
 
@@ -62,7 +65,8 @@ STAGE_DAILY = pa.schema([
     ("stalled", pa.int64()),        # customers stalled in this stage as of `date`
     ("in_stage", pa.int64()),       # customers currently in this stage (any status but converted) as of `date`
     ("reached", pa.int64()),        # customers who ever reached this stage (as of `date`)
-    ("conversion_rate", pa.float64()),  # reached next required stage / reached this stage
+    ("reached_next", pa.int64()),   # of those, who afterwards entered a later stage of the map
+    ("conversion_rate", pa.float64()),  # reached_next / reached (null for the final stage)
     ("p50_time_in_stage_s", pa.float64()), ("p90_time_in_stage_s", pa.float64()),
 ])
 

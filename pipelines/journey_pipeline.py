@@ -13,7 +13,7 @@ import hashlib
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import apache_beam as beam
 import pyarrow as pa
@@ -30,6 +30,7 @@ from lake.files import read_table
 from lake.tables import TABLES
 from transforms.buckets import pack, unpack
 from transforms.customer_journeys import BuildJourneys
+from transforms.journeys import AsOf
 from transforms.identity import StitchIdentities
 from transforms.ingest import ParseSources
 from transforms.manifest import build_manifest, problems, rows_per_file
@@ -57,6 +58,7 @@ class RunConfig:
     bad_row_threshold: float = 0.05
     limits: ParseLimits = ParseLimits()
     runner_flags: tuple[str, ...] = DEFAULT_RUNNER_FLAGS
+    as_of_at: datetime | None = None          # an instant within as_of (default: its end)
 
     @property
     def days(self) -> tuple[date, ...]:
@@ -174,7 +176,10 @@ def _build(p: beam.Pipeline, config: RunConfig, specs: dict[str, SourceSpec], fo
         (parsed.events | "PackEvents" >> beam.Map(pack), lookback) | "WithLookback" >> beam.Flatten()
         | "Stitch" >> StitchIdentities(crm, config.n_buckets)
     )
-    built = (stitched.events, crm) | "Journeys" >> BuildJourneys(config.journeys, config.as_of, config.n_buckets)
+    whole_logs = all("{date}" not in spec.path for spec in specs.values() if spec.kind == "events")
+    as_of = AsOf.at(config.as_of_at) if config.as_of_at else AsOf.end_of(config.as_of)
+    built = (stitched.events, crm) | "Journeys" >> BuildJourneys(
+        config.journeys, as_of, config.n_buckets, clock_at_last_event=whole_logs and not config.as_of_at)
 
     new_days = set(config.days)
     new_events = stitched.events | "NewEventsOnly" >> beam.Map(_new_events, new_days)

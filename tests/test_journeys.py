@@ -98,11 +98,13 @@ def test_ordered_journey_with_its_stages_and_an_optional_stage_left_out():
     ]
     assert deviations_of(out) == []
     assert out.journeys.to_pylist() == [
-        {"journey_id": "toy", "journey_version": "2.1", "as_of_date": AS_OF, "customer_id": "c1", "segment": "pro",
+        {"journey_id": "toy", "journey_version": "2.1", "as_of_date": AS_OF, "as_of_at": utc("2026-01-11 00:00"),
+         "customer_id": "c1", "segment": "pro", "identified": True,  # known to the CRM
          "started_at": utc("2026-01-05 10:00"), "current_stage": "e", "current_stage_entered_at": utc("2026-01-07 00:00"),
          "status": "converted", "converted_at": utc("2026-01-07 00:00"), "exit_at": None, "exit_event": None,
          "last_event_at": utc("2026-01-07 00:00"), "last_channel": "web", "n_events": 6},
-        {"journey_id": "toy", "journey_version": "2.1", "as_of_date": AS_OF, "customer_id": "c2", "segment": None,
+        {"journey_id": "toy", "journey_version": "2.1", "as_of_date": AS_OF, "as_of_at": utc("2026-01-11 00:00"),
+         "customer_id": "c2", "segment": None, "identified": False,  # no user id, e-mail, phone or CRM record
          "started_at": utc("2026-01-08 10:00"), "current_stage": "d", "current_stage_entered_at": utc("2026-01-09 10:00"),
          "status": "in_progress", "converted_at": None, "exit_at": None, "exit_event": None,
          "last_event_at": utc("2026-01-09 10:00"), "last_channel": "web", "n_events": 3},
@@ -118,16 +120,15 @@ def test_ordered_skipped_stage_and_backtracks():
         ("c1", "e", "2026-01-05 11:00"),  # c and d never entered: skipped, the first of them is named
         ("c1", "c", "2026-01-05 12:00"), ("c1", "d", "2026-01-05 12:30"), ("c1", "e", "2026-01-05 13:00"),
         ("c1", "a", "2026-01-05 14:00"),  # back to a
-        ("c1", "b", "2026-01-05 15:00"),  # the optional stage, late: entered, and a backtrack
+        ("c1", "b", "2026-01-05 15:00"),  # the optional stage after a later one: out of order, not entered
     ])
     assert deviations_of(out) == [
         ("skipped_stage", "c", "a", "e", utc("2026-01-05 11:00")),
         ("backtrack", "a", "e", "a", utc("2026-01-05 14:00")),
-        ("backtrack", "b", "e", "b", utc("2026-01-05 15:00")),
+        ("out_of_order", "b", "e", "b", utc("2026-01-05 15:00")),
     ]
     assert stages_of(out, "c1") == [
         ("a", utc("2026-01-05 10:00"), utc("2026-01-05 12:00"), 7200.0, False, False),
-        ("b", utc("2026-01-05 15:00"), utc("2026-01-05 15:00"), 0.0, False, False),  # never the current stage
         ("c", utc("2026-01-05 12:00"), utc("2026-01-05 12:30"), 1800.0, False, False),
         ("d", utc("2026-01-05 12:30"), utc("2026-01-05 13:00"), 1800.0, False, False),
         ("e", utc("2026-01-05 13:00"), None, 5 * 86400.0 + 11 * 3600.0, True, False),
@@ -201,19 +202,19 @@ def test_several_entry_stages_on_the_helpdesk_map():
              ("case2", "Take in charge ticket", "2026-01-04 10:00", "ticket"),
              ("case3", "Take in charge ticket", "2026-01-03 10:00", "ticket"),  # no entry stage: no journey
              ("case4", "Assign seriousness", "2026-01-03 10:00", "ticket"),
-             ("case4", "Insert ticket", "2026-01-03 11:00", "ticket"),          # entered, but behind the current stage
+             ("case4", "Insert ticket", "2026-01-03 11:00", "ticket"),          # after a later stage: out of order
              ("case4", "INVALID", "2026-01-04 09:00", "ticket")]
     out = run(journey, rows)
     assert out.journeys["customer_id"].to_pylist() == ["case1", "case2", "case4"]
     assert list(entries_of(out, "case1")) == ["insert", "assign", "take_in_charge", "resolve", "closed"]
     assert journey_of(out, "case1")["started_at"] == utc("2026-01-01 10:00")
     assert entries_of(out, "case2") == {"assign": utc("2026-01-03 10:00"), "take_in_charge": utc("2026-01-04 10:00")}
-    assert entries_of(out, "case4") == {"insert": utc("2026-01-03 11:00"), "assign": utc("2026-01-03 10:00")}
+    assert entries_of(out, "case4") == {"assign": utc("2026-01-03 10:00")}
     assert [(j["customer_id"], j["status"], j["current_stage"], j["exit_event"]) for j in out.journeys.to_pylist()] == [
         ("case1", "converted", "closed", None), ("case2", "in_progress", "take_in_charge", None),
         ("case4", "dropped", "assign", "INVALID")]
     assert deviations_of(out) == [("detour", "assign", None, "Wait", utc("2026-01-03 11:00")),
-                                  ("backtrack", "insert", "assign", "Insert ticket", utc("2026-01-03 11:00"))]
+                                  ("out_of_order", "insert", "assign", "Insert ticket", utc("2026-01-03 11:00"))]
 
 
 # --- statuses -----------------------------------------------------------------------------------
@@ -230,7 +231,7 @@ STATUS_CASES = {
                       ("e", "2026-01-10 12:00:00.000001")], "dropped", "e"),
     "exit": ([("a", "2026-01-10 10:00"), ("cancel", "2026-01-10 11:00"), ("cancel", "2026-01-10 12:00")], "dropped", "a"),
     "exit_after_converting": ([("a", "2026-01-05 10:00"), ("c", "2026-01-05 11:00"), ("d", "2026-01-05 12:00"),
-                               ("e", "2026-01-06 10:00"), ("cancel", "2026-01-07 10:00")], "dropped", "e"),
+                               ("e", "2026-01-06 10:00"), ("cancel", "2026-01-07 10:00")], "converted", "e"),
     "exit_before_start": ([("cancel", "2026-01-04 10:00"), ("a", "2026-01-10 12:00")], "in_progress", "a"),
     "after_as_of": ([("a", "2026-01-10 10:00"), ("c", "2026-01-11 00:00"), ("cancel", "2026-01-12 00:00")],
                     "in_progress", "a"),                                           # events from the next day on do not count
@@ -245,7 +246,9 @@ def test_each_status_with_strict_bounds():
     by_customer = {j["customer_id"]: j for j in out.journeys.to_pylist()}
     assert [(by_customer["exit"][k]) for k in ("exit_at", "exit_event", "converted_at")] == [
         utc("2026-01-10 11:00"), "cancel", None]
-    assert by_customer["exit_after_converting"]["converted_at"] is None  # dropped: not a conversion
+    # conversion is final: the later exit is recorded, the status stays converted
+    assert [by_customer["exit_after_converting"][k] for k in ("converted_at", "exit_at")] == [
+        utc("2026-01-06 10:00"), utc("2026-01-07 10:00")]
     assert by_customer["convert_exact"]["converted_at"] == utc("2026-01-10 12:00")
     assert by_customer["exit_before_start"]["exit_at"] is None
     assert [by_customer["after_as_of"][k] for k in ("n_events", "last_event_at")] == [1, utc("2026-01-10 10:00")]

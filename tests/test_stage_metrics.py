@@ -77,12 +77,13 @@ def test_every_stage_has_all_channel_rows_per_segment_and_rows_per_entry_channel
 
 @pytest.mark.parametrize("key, expected", [
     # (entered, progressed, dropped, stalled, in_stage, reached, conversion_rate, p50, p90)
-    (("a", "*", "*"), (1, 0, 0, 0, 1, 4, 0.5, 43200.0, 77760.0)),   # left after 2 h, 12 h, 24 h
-    (("a", "web", "*"), (0, 0, 0, 0, 0, 3, 2 / 3, 43200.0, 77760.0)),
+    # conversion_rate: went on to any later stage, the optional b included (u3 went a -> b)
+    (("a", "*", "*"), (1, 0, 0, 0, 1, 4, 0.75, 43200.0, 77760.0)),   # left after 2 h, 12 h, 24 h
+    (("a", "web", "*"), (0, 0, 0, 0, 0, 3, 1.0, 43200.0, 77760.0)),
     (("a", "email", "pro"), (1, 0, 0, 0, 1, 1, 0.0, None, None)),   # nobody left yet: no times
     (("a", "*", "pro"), (1, 0, 0, 0, 1, 2, 0.5, 7200.0, 7200.0)),
-    (("a", "*", None), (0, 0, 0, 0, 0, 1, 0.0, 86400.0, 86400.0)),  # customers the CRM does not know
-    (("b", "*", "*"), (0, 0, 0, 1, 1, 1, 0.0, None, None)),         # optional: next required stage is c
+    (("a", "*", None), (0, 0, 0, 0, 0, 1, 1.0, 86400.0, 86400.0)),  # customers the CRM does not know
+    (("b", "*", "*"), (0, 0, 0, 1, 1, 1, 0.0, None, None)),         # optional: its own customer, stuck there
     (("b", "*", "pro"), (0, 0, 0, 0, 0, 0, None, None, None)),      # nobody reached it: no rate
     (("c", "*", "*"), (0, 1, 1, 0, 1, 2, 0.5, 162000.0, 162000.0)),
     (("c", "web", "basic"), (0, 0, 1, 0, 1, 1, 0.0, None, None)),

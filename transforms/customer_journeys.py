@@ -7,13 +7,14 @@ from datetime import date
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
 from journey_defs.canonical import CANONICAL_SCHEMA
 from journey_defs.model import JourneyMap
 from transforms.buckets import keyed_parts, unpack
 from transforms.identity_map import identity_rows
-from transforms.journeys import build_journeys
+from transforms.journeys import AsOf, build_journeys
 from transforms.match import off_map_counts, with_matches
 from transforms.sessions import sessionize
 
@@ -39,12 +40,13 @@ class KeyByCustomerBucket(beam.DoFn):
 class BuildBucketJourneys(beam.DoFn):
     """All journeys of one bucket of customers; outputs keyed by a stable part name."""
 
-    def __init__(self, journeys: tuple[JourneyMap, ...], as_of_date: date):
-        self.journeys, self.as_of_date = journeys, as_of_date
+    def __init__(self, journeys: tuple[JourneyMap, ...], as_of: AsOf):
+        self.journeys, self.as_of = journeys, as_of
         self.customers = Metrics.counter("journeys", "journey_instances")
 
-    def process(self, element):
+    def process(self, element, last_event=None):
         bucket, grouped = element
+        as_of = self.as_of if last_event is None else self.as_of.with_clock(last_event)
         if not grouped["events"]:
             return
         events = unpack(grouped["events"])
@@ -56,7 +58,7 @@ class BuildBucketJourneys(beam.DoFn):
             part = f"{journey.id}-{bucket:05d}"
             matched = with_matches(events, journey)
             _, sessions = sessionize(events, journey.session_gap, journey.id)
-            built = build_journeys(matched, journey, self.as_of_date, segments)
+            built = build_journeys(matched, journey, as_of, segments)
             self.customers.inc(built.journeys.num_rows)
             for name, table in (("sessions", sessions), ("journeys", built.journeys),
                                 ("journey_stages", built.journey_stages), ("deviations", built.deviations),
@@ -66,18 +68,36 @@ class BuildBucketJourneys(beam.DoFn):
 
 class BuildJourneys(beam.PTransform):
     """Stitched events + CRM tables → the identity map, sessions, journeys, journey_stages,
-    deviations, feedback and off-map counts, each a PCollection of (part name, Arrow table)."""
+    deviations, feedback and off-map counts, each a PCollection of (part name, Arrow table).
+    `clock_at_last_event`: measure statuses at the last event that counts, over all buckets
+    (a run over whole logs only: the log has ended, its clock does not run on to midnight)."""
 
-    def __init__(self, journeys: tuple[JourneyMap, ...], as_of_date: date, n_buckets: int):
+    def __init__(self, journeys: tuple[JourneyMap, ...], as_of: AsOf | date, n_buckets: int,
+                 clock_at_last_event: bool = False):
         super().__init__()
-        self.journeys, self.as_of_date, self.n_buckets = journeys, as_of_date, n_buckets
+        self.journeys, self.n_buckets = journeys, n_buckets
+        self.as_of = as_of if isinstance(as_of, AsOf) else AsOf.end_of(as_of)
+        self.clock_at_last_event = clock_at_last_event
 
     def expand(self, inputs):
         events, crm = inputs
         keyed_events = events | "KeyEvents" >> beam.ParDo(KeyByCustomerBucket(self.n_buckets, CANONICAL_SCHEMA))
         keyed_segments = crm | "KeySegments" >> beam.ParDo(KeyByCustomerBucket(self.n_buckets, SEGMENTS))
+        side = {}
+        if self.clock_at_last_event:
+            cutoff = self.as_of.cutoff
+            side["last_event"] = beam.pvalue.AsSingleton(
+                events | "LastEventTime" >> beam.Map(_last_before, cutoff)
+                | "LastOfAll" >> beam.CombineGlobally(lambda times: max((t for t in times if t is not None), default=None)))
         return (
             {"events": keyed_events, "segments": keyed_segments}
             | "GroupByCustomerBucket" >> beam.CoGroupByKey()
-            | "BuildPerBucket" >> beam.ParDo(BuildBucketJourneys(self.journeys, self.as_of_date)).with_outputs(*OUTPUTS)
+            | "BuildPerBucket" >> beam.ParDo(BuildBucketJourneys(self.journeys, self.as_of), **side).with_outputs(*OUTPUTS)
         )
+
+
+def _last_before(table: pa.Table, cutoff: int) -> int | None:
+    """The latest event time (µs) before `cutoff` in a table of events, None if none."""
+    ts = table.column("ts").cast(pa.int64())
+    latest = pc.max(ts.filter(pc.less(ts, cutoff))).as_py()
+    return latest

@@ -27,8 +27,8 @@ _SQL = """
 WITH rows AS (
     SELECT s.stage_index, s.entry_channel, s.segment, s.entered_at, s.left_at, s.time_in_stage_s,
            s.is_current, s.stalled, j.status,
-           EXISTS (SELECT 1 FROM stages n WHERE n.stage_index = m.next_required AND n.customer_id = s.customer_id)
-               AS entered_next
+           EXISTS (SELECT 1 FROM stages n WHERE n.customer_id = s.customer_id AND n.stage_index > s.stage_index
+                                             AND n.entered_at >= s.entered_at) AS entered_next
     FROM stages s JOIN journeys j USING (customer_id) JOIN map m USING (stage_index)
 ),
 agg AS (
@@ -41,7 +41,7 @@ agg AS (
            count(*) FILTER (stalled) AS stalled,
            count(*) FILTER (is_current AND status <> 'converted') AS in_stage,
            count(*) AS reached,
-           avg(CAST(entered_next AS DOUBLE)) AS share_next,
+           count(*) FILTER (entered_next) AS reached_next,
            quantile_cont(time_in_stage_s, 0.5) FILTER (left_at IS NOT NULL) AS p50_time_in_stage_s,
            quantile_cont(time_in_stage_s, 0.9) FILTER (left_at IS NOT NULL) AS p90_time_in_stage_s
     FROM rows
@@ -57,20 +57,21 @@ filled AS (
     SELECT * FROM agg
     UNION ALL BY NAME
     SELECT stage_index, channel, segment, 0 AS entered, 0 AS progressed, 0 AS dropped, 0 AS stalled,
-           0 AS in_stage, 0 AS reached
+           0 AS in_stage, 0 AS reached, 0 AS reached_next
     FROM scaffold s
     WHERE NOT EXISTS (SELECT 1 FROM agg a WHERE a.stage_index = s.stage_index AND a.channel = s.channel
                                           AND a.segment IS NOT DISTINCT FROM s.segment)
 )
 SELECT $journey_id AS journey_id, $day AS date, m.stage, f.stage_index, f.channel, f.segment,
        f.entered, f.progressed, f.dropped, f.stalled, f.in_stage, f.reached,
-       CASE WHEN m.next_required IS NOT NULL AND f.reached > 0 THEN f.share_next END AS conversion_rate,
+       CASE WHEN NOT m.is_final THEN f.reached_next END AS reached_next,
+       CASE WHEN NOT m.is_final AND f.reached > 0 THEN f.reached_next / f.reached END AS conversion_rate,
        f.p50_time_in_stage_s, f.p90_time_in_stage_s
 FROM filled f JOIN map m USING (stage_index)
 ORDER BY f.stage_index, f.channel <> '*', f.channel, f.segment <> '*', f.segment NULLS LAST
 """
 """`stages`/`journeys` are the day's journey_stages/journeys of this journey; `map` holds
-each stage's index, id and next required stage (NULL for the final stage).
+each stage's index, id and whether it is the final stage.
 `$by_segment` is false for a journey without `segment_field`: then every row has segment "*"."""
 
 STAGE_INPUTS = {
@@ -86,8 +87,9 @@ def stage_daily(journey_stages: pa.Table, journeys: pa.Table, journey: JourneyMa
     """STAGE_DAILY rows of `as_of_date`: every stage x (its entry channel, or "*" = all) x
     (segment, or "*"; only "*" when the journey has no segment_field); a null segment is
     customers the CRM does not know. Counts are of
-    customers (one journey per customer). conversion_rate = share of the stage's customers
-    who entered the next required stage (null for the final stage or when none reached it);
+    customers (one journey per customer). reached_next = the stage's customers who afterwards
+    entered a later stage of the map, conversion_rate = reached_next / reached (both null for
+    the final stage; the rate also when nobody reached the stage);
     p50/p90 over the time in stage of customers who left it (null when none did)."""
     of_the_day = (pc.field("journey_id") == journey.id) & (pc.field("as_of_date") == as_of_date)
     tables = {"stages": journey_stages.select(STAGE_INPUTS["journey_stages"].names).filter(of_the_day),
@@ -109,11 +111,9 @@ def combine_stage_daily(journey_stages_parts: Sequence[pa.Table], journeys_parts
 
 
 def _stage_map(journey: JourneyMap) -> pa.Table:
-    """stage_index, stage id and the index of the next required stage (null for the last)."""
-    required = [k for k, s in enumerate(journey.stages) if not s.optional]
+    """stage_index, stage id and whether it is the final stage."""
     return pa.table({
         "stage_index": pa.array(range(len(journey.stages)), pa.int32()),
         "stage": pa.array(journey.stage_ids, pa.string()),
-        "next_required": pa.array([next((r for r in required if r > k), None) for k in range(len(journey.stages))],
-                                  pa.int32()),
+        "is_final": pa.array([k == len(journey.stages) - 1 for k in range(len(journey.stages))]),
     })

@@ -27,30 +27,35 @@ VIEWS: dict[str, str] = {
         ORDER BY f.as_of_date, f.run_id""",
     "funnel": """
         -- per journey / stage / as-of day: customers who entered that day, who ever reached
-        -- the stage, who reached the next required stage, and the drop-off between them
-        WITH s AS (
-            SELECT d.journey_id, d.date, d.stage, d.stage_index, coalesce(m.optional, false) AS optional,
-                   d.entered, d.reached, d.progressed, d.dropped, d.stalled, d.in_stage
-            FROM stage_daily d LEFT JOIN journey_maps m USING (journey_id, stage)
-            WHERE d.channel = '*' AND d.segment = '*')
-        SELECT s.journey_id, s.date, s.stage, s.stage_index, s.optional, s.entered, s.reached,
-               n.reached AS reached_next, s.progressed, s.dropped, s.stalled, s.in_stage,
-               CASE WHEN s.reached > 0 AND n.reached IS NOT NULL THEN 1 - n.reached / s.reached END AS drop_off_rate
-        FROM s LEFT JOIN LATERAL (
-            SELECT r.reached FROM s AS r
-            WHERE r.journey_id = s.journey_id AND r.date = s.date AND r.stage_index > s.stage_index AND NOT r.optional
-            ORDER BY r.stage_index LIMIT 1) AS n ON true
-        ORDER BY s.journey_id, s.date, s.stage_index""",
+        -- the stage, who of them went on to a later stage of the map, and the drop-off between
+        -- (README, *Semantics*: optional stages are steps of their own; 0 <= drop-off <= 1)
+        SELECT d.journey_id, d.date, d.stage, d.stage_index, coalesce(m.optional, false) AS optional,
+               d.entered, d.reached, d.reached_next, d.progressed, d.dropped, d.stalled, d.in_stage,
+               CASE WHEN d.reached > 0 AND d.reached_next IS NOT NULL THEN 1 - d.reached_next / d.reached END
+                   AS drop_off_rate
+        FROM stage_daily d LEFT JOIN journey_maps m USING (journey_id, stage)
+        WHERE d.channel = '*' AND d.segment = '*'
+        ORDER BY d.journey_id, d.date, d.stage_index""",
     "stalled_now": """
-        -- customers stuck in a stage past its max_time_in_stage, as of each journey's latest run
-        WITH latest AS (SELECT journey_id, max(as_of_date) AS as_of_date FROM journeys GROUP BY journey_id)
+        -- customers stuck in a stage past its max_time_in_stage, as of each journey's latest
+        -- run, with the contact handles the identity map knows; contactable customers first
+        WITH latest AS (SELECT journey_id, max(as_of_date) AS as_of_date FROM journeys GROUP BY journey_id),
+        handles AS (
+            SELECT partition_date, customer_id,
+                   min(value) FILTER (identity_key = 'user_id') AS user_id,
+                   min(value) FILTER (identity_key = 'email') AS email,
+                   min(value) FILTER (identity_key = 'phone') AS phone
+            FROM identities WHERE partition_date IN (SELECT as_of_date FROM latest)
+            GROUP BY ALL)
         SELECT j.journey_id, j.as_of_date, j.customer_id, j.segment, j.current_stage AS stage,
                j.current_stage_entered_at AS since, j.last_event_at AS last_contact_at,
-               j.last_channel AS last_contact_channel,
-               date_diff('hour', j.current_stage_entered_at, CAST(j.as_of_date + 1 AS TIMESTAMPTZ)) AS hours_in_stage
+               j.last_channel AS last_contact_channel, j.identified, h.user_id, h.email, h.phone,
+               date_diff('microsecond', j.current_stage_entered_at, j.as_of_at) / 3.6e9 AS hours_in_stage
         FROM journeys j JOIN latest USING (journey_id, as_of_date)
+        LEFT JOIN handles h ON h.partition_date = j.as_of_date AND h.customer_id = j.customer_id
         WHERE j.status = 'stalled'
-        ORDER BY j.journey_id, since, j.customer_id""",
+        ORDER BY j.journey_id, (h.user_id IS NOT NULL OR h.email IS NOT NULL OR h.phone IS NOT NULL) DESC,
+                 j.identified DESC, since, j.customer_id""",
     "time_in_stage": """
         -- median and 90th percentile of the time customers spent in a stage before moving on
         SELECT journey_id, date, stage, stage_index, progressed AS customers_left,
@@ -79,16 +84,18 @@ VIEWS: dict[str, str] = {
     "journey_paths": """
         -- real sequences, most frequent first, beside the intended one: the stages in the order
         -- customers entered them, with the moves the map does not allow ('back to X' for a
-        -- backtrack, 'skipped X' for a stage jumped over); follows_map: no such move
+        -- backtrack, 'skipped X' for a stage jumped over, 'late X' for a stage out of order);
+        -- follows_map: no such move
         WITH latest AS (SELECT journey_id, max(as_of_date) AS as_of_date FROM journey_stages GROUP BY journey_id),
         steps AS (
             SELECT s.journey_id, s.customer_id, s.stage AS step, s.entered_at AS happened_at, s.stage_index AS tie, false AS deviates
             FROM journey_stages s JOIN latest USING (journey_id, as_of_date)
             UNION ALL
             SELECT d.journey_id, d.customer_id,
-                   CASE d.kind WHEN 'backtrack' THEN 'back to ' ELSE 'skipped ' END || d.stage, d.ts, 1000, true
+                   CASE d.kind WHEN 'backtrack' THEN 'back to ' WHEN 'out_of_order' THEN 'late ' ELSE 'skipped ' END
+                       || d.stage, d.ts, 1000, true
             FROM deviations d JOIN latest USING (journey_id, as_of_date)
-            WHERE d.kind IN ('backtrack', 'skipped_stage')),
+            WHERE d.kind IN ('backtrack', 'skipped_stage', 'out_of_order')),
         paths AS (
             SELECT journey_id, customer_id, string_agg(step, ' > ' ORDER BY happened_at, tie, step) AS path, bool_or(deviates) AS deviates
             FROM steps GROUP BY journey_id, customer_id),
