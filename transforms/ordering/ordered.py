@@ -46,8 +46,9 @@ def deviations(ev: CustomerEvents, journey: JourneyMap, entry_event: np.ndarray,
     entered_before = is_stage & is_before(entry_event, ev, ev.stage)
     is_entry = is_stage & (entry_event[ev.cust, s] == ev.position)
     pred = predecessors(journey)[s]
-    skipped = is_stage & ~is_entry & ~entered_before & (pred != NONE) & ~is_before(entry_event, ev, pred)
-    later_current = is_stage & ~is_entry & ~skipped & (ev.stage < current)
+    later_current = is_stage & ~is_entry & (ev.stage < current)  # first: behind the current stage
+    skipped = is_stage & ~is_entry & ~later_current & ~entered_before & (pred != NONE) & \
+        ~is_before(entry_event, ev, pred)
     backtrack = later_current & entered_before
     out_of_order = later_current & ~entered_before
     for k in reversed([k for k, st in enumerate(journey.stages) if not st.optional]):
