@@ -29,3 +29,24 @@ def test_every_night_command_builds_the_same_options():
     assert run == nightly == backfill
     assert run.journeys == ("subscription", "helpdesk") and run.lock_timeout is None
     assert (run.lake_root, run.warehouse_path, run.validation_path) == ("d/lake", "d/warehouse.duckdb", "d/validation")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("2012-06-30", "2012-06-30"),
+    ("2012-06-30T14:00:00Z", "2012-06-30 14:00:00+00:00"),
+    ("2012-06-30T14:00:00", "2012-06-30 14:00:00+00:00"),          # no offset: UTC
+    ("2012-06-30T23:30:00-02:00", "2012-06-30 23:30:00-02:00"),    # its UTC day is 07-01
+])
+def test_as_of_takes_a_date_or_an_instant(text, expected):
+    args = _parser().parse_args(["run", "--as-of", text, "--data", "d", "--journey", "helpdesk"])
+    assert str(args.as_of) == expected and args.date is None
+
+
+def test_as_of_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["run", "--as-of", "yesterday", "--data", "d", "--journey", "helpdesk"])
+    assert "'yesterday' is neither a date (YYYY-MM-DD) nor an ISO timestamp" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["run", "--as-of", "2012-06-30", "--date", "2012-06-30", "--data", "d",
+                              "--journey", "helpdesk"])
+    assert "not allowed with argument" in capsys.readouterr().err

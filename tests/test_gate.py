@@ -147,6 +147,10 @@ def test_each_critical_expectation_stops_the_run(staged, tmp_path, case):
     assert hit and not hit[0]["success"] and hit[0]["severity"] == "critical", [r for r in rows if not r["success"]]
     assert f"{suite}.{expectation}({columns})" in str(failed.value)
     assert hit[0]["observed"] and (hit[0]["unexpected_count"] or 0) >= 1
+    if suite in ("stage_order", "time_in_stage", "journey_statuses"):  # names who, not only values
+        assert '"customer_id": "' in str(failed.value) and '"journey_id": "subscription"' in str(failed.value)
+    if suite in ("stage_order", "time_in_stage", "funnel"):
+        assert '"stage": "' in str(failed.value)
     if case == "duplicate event id":
         first_two = read_table(folder_files(staged[2], "events")[0]).slice(0, 2)["event_id"].to_pylist()
         assert all(event_id in hit[0]["details"] for event_id in first_two)

@@ -86,6 +86,14 @@ def test_views_agree_with_the_ground_truth(sample, tmp_path):
             assert reached_next == went_on and rate == pytest.approx(1 - went_on / n) and 0 <= rate <= 1, stage
     stalled = {r[0] for r in rows(warehouse, "SELECT customer_id FROM stalled_now")}
     assert stalled == {c["customer_key"] for c in customers if c["status"] == "stalled"} and stalled
+    # stalls: identified — only customers someone can contact, each with a handle, hours elapsed
+    assert not {c for c in stalled if c.startswith("anonymous_id:")}
+    checks = rows(warehouse, """
+        SELECT bool_and(identified), bool_and(coalesce(user_id, email, phone) IS NOT NULL),
+               max(abs(hours_in_stage - epoch(CAST(as_of_date + 1 AS TIMESTAMPTZ) - since) / 3600)),
+               bool_or(hours_in_stage <> floor(hours_in_stage))
+        FROM stalled_now""")
+    assert checks[0][:2] == (True, True) and checks[0][2] < 1e-6 and checks[0][3]
     assert rows(warehouse, "SELECT sum(customers) FROM journey_paths") == [(len(customers),)]
     deviating = {d["customer_key"] for d in pq.read_table(data / "ground_truth" / "deviations.parquet").to_pylist()
                  if d["kind"] in ("backtrack", "skipped_stage", "out_of_order")}
