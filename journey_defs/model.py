@@ -67,7 +67,7 @@ class Stage:
 
 @dataclass(frozen=True)
 class AlertPolicy:
-    """When a stage's rising drop-off becomes an alert (see DESIGN.md, rising drop-off)."""
+    """When a stage's rising drop-off becomes an alert (README, *Nightly flow*: rising drop-off alerts)."""
 
     recent_window: timedelta = timedelta(days=7)
     baseline_window: timedelta = timedelta(days=28)
