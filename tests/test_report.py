@@ -45,6 +45,18 @@ def test_report_writes_a_self_contained_page_and_a_summary(report, capsys):
         assert re.search(rf"^  {stage.id}( \(opt\))?\s+{reached[stage.id]:,}\s", printed, re.M), stage.id
     assert "top drop-off: " in printed and f"report: {out}" in printed
     page = out.read_text()
+    # each leg shows the funnel's drop-off of the station before it: never a gain, whatever is optional
+    legs = re.findall(r'class="leg">([^<]*)<', page)
+    customers = pq.read_table(data / "ground_truth" / "customers.parquet").to_pylist()
+    ids = JOURNEY.stage_ids
+    expected = []
+    for k, stage in enumerate(ids[:-1]):
+        reached_k = [c for c in customers if c[f"entered_{stage}"] is not None]
+        went_on = sum(any(c[f"entered_{s}"] is not None and c[f"entered_{s}"] >= c[f"entered_{stage}"]
+                          for s in ids[k + 1:]) for c in reached_k)
+        drop = 1 - went_on / len(reached_k)
+        expected.append(f"−{drop:.0%}" if drop else "0%")
+    assert legs == expected
     assert not re.search(r"<script|<link|<img|<iframe|\bsrc=|\bhref=|url\(|@import", page, re.I)
     assert all(m == "http://www.w3.org/2000/svg" for m in re.findall(r"https?://[^\"' )]+", page))
 

@@ -25,7 +25,7 @@ def render_text(data: ReportData) -> str:
                      f"{_pct(s.drop_off_rate):>10}{s.stalled:>9,}{_h(s.p50_hours):>8}{_h(s.p90_hours):>8}")
     top = data.top_drop_off
     if top:
-        lines.append(f"top drop-off: {top.stage} → next required stage loses {_pct(top.drop_off_rate)} "
+        lines.append(f"top drop-off: {top.stage} loses {_pct(top.drop_off_rate)} before any later stage "
                      f"({top.reached:,} reached, {top.reached_next:,} went on)")
     if data.off_map:
         lines.append("off-map: " + ", ".join(f"{c}/{t} {n:,}" for c, t, n in data.off_map[:3]))
@@ -81,8 +81,9 @@ def _subway(stations: tuple[Station, ...]) -> str:
     for a, b, s in zip(xs, xs[1:], stations):
         parts.append(f'<line x1="{a}" y1="{LINE_Y}" x2="{b}" y2="{LINE_Y}" stroke="#2f6fde" stroke-width="10"/>')
     for x, s, nxt in zip(xs, stations, (*stations[1:], None)):
-        if nxt is not None and s.reached:
-            change = f"{nxt.reached / s.reached - 1:+.0%}".replace("-", "−")  # next station's reach vs this one's
+        if nxt is not None and s.drop_off_rate is not None:
+            # the funnel's own figure: the share of this station's customers who went on to no later stage
+            change = f"−{s.drop_off_rate:.0%}" if s.drop_off_rate else "0%"
             parts.append(f'<text x="{x + STATION_GAP / 2}" y="{LINE_Y - 14}" text-anchor="middle" '
                          f'font-size="13" fill="#b42318" class="leg">{change}</text>')
         ring = ' stroke-dasharray="5 4"' if s.optional else ""
