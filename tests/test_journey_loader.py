@@ -361,7 +361,7 @@ def spec_dir(tmp_path, files: dict[str, str]):
 
 def test_check_definitions_accepts_the_builtin_journeys():
     journeys = check_definitions(sorted(BUILTIN_JOURNEYS), [])
-    assert [j.id for j in journeys] == sorted(BUILTIN_JOURNEYS) == ["helpdesk", "subscription"]
+    assert [j.id for j in journeys] == sorted(BUILTIN_JOURNEYS) == ["bpic2013_incidents", "helpdesk", "subscription"]
 
 
 def test_check_definitions_accepts_a_map_file_and_a_good_spec_dir(tmp_path):
@@ -408,7 +408,7 @@ def test_check_definitions_rejects_unknown_sources_and_missing_dirs(tmp_path):
     with pytest.raises(ConfigError) as info:
         check_definitions([str(path)], [spec_dir(tmp_path, {"shop.yaml": SPEC})])
     assert (info.value.line, info.value.path) == (5, "sources[1]")
-    assert info.value.message.startswith("unknown source 'till'; expected one of chat, crm, email, helpdesk, ")
+    assert info.value.message.startswith("unknown source 'till'; expected one of bpic2013_incidents, chat, crm, email, helpdesk, ")
     with pytest.raises(ConfigError, match="source spec directory does not exist"):
         check_definitions(["helpdesk"], [tmp_path / "nowhere"])
     with pytest.raises(ConfigError, match="no such journey"):

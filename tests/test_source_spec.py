@@ -54,7 +54,7 @@ def write(tmp_path, text: str, name: str = "shop.yaml"):
 
 def test_every_builtin_spec_loads():
     specs = load_sources()
-    assert set(specs) == {"web", "email", "chat", "phone", "survey", "crm", "helpdesk"} == set(BUILTIN_SOURCES)
+    assert set(specs) == {"web", "email", "chat", "phone", "survey", "crm", "helpdesk", "bpic2013_incidents"} == set(BUILTIN_SOURCES)
     assert {n for n, s in specs.items() if s.kind == "identity"} == {"crm"}
     assert specs["survey"].timestamp == TimestampSpec("answered_at", "%d/%m/%Y %H:%M", "Europe/Berlin")
     assert specs["survey"].event_type.mapping == {"nps": "nps_response", "csat": "csat_response"}
@@ -145,7 +145,7 @@ def test_event_type_constant_rejects_map(tmp_path):
 
 
 def test_load_sources_unknown_name_lists_the_known_ones():
-    with pytest.raises(ConfigError, match="unknown source 'fax'; known sources: chat, crm, email, helpdesk, phone, survey, web"):
+    with pytest.raises(ConfigError, match="unknown source 'fax'; known sources: bpic2013_incidents, chat, crm, email, helpdesk, phone, survey, web"):
         load_sources(["web", "fax"])
 
 
