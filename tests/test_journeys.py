@@ -184,8 +184,9 @@ def test_unordered_mode_takes_each_stages_first_event_after_the_start():
     ])
     assert stages_of(out, "c1") == [
         ("a", utc("2026-01-05 10:00"), utc("2026-01-05 11:00"), 3600.0, False, False),
-        ("b", utc("2026-01-05 13:00"), utc("2026-01-05 13:00"), 0.0, False, False),
-        ("c", utc("2026-01-05 12:00"), utc("2026-01-05 12:00"), 0.0, False, False),
+        # entered after e, the last stage they reach: never left (the funnel: not gone on)
+        ("b", utc("2026-01-05 13:00"), None, 5 * 86400.0 + 11 * 3600.0, False, False),
+        ("c", utc("2026-01-05 12:00"), None, 5 * 86400.0 + 12 * 3600.0, False, False),
         ("e", utc("2026-01-05 11:00"), None, 5 * 86400.0 + 13 * 3600.0, True, False),
     ]
     assert deviations_of(out) == [("detour", "e", None, "help", utc("2026-01-05 14:00"))]  # no skips, no backtracks

@@ -200,11 +200,9 @@ TRUTH_SQL = [
 ENTRIES_SQL = "SELECT customer_id, stage, entered_us FROM entries JOIN m USING (k) ORDER BY ALL"
 STAGE_TIMES_SQL = """
     SELECT customer_id, stage, left_us, (coalesce(left_us, $clock) - entered_us) / 1e6 AS time_in_stage_s
-    FROM (SELECT s.*, CASE  -- left when a later stage is entered; at once when one was entered before it
-              WHEN EXISTS (SELECT 1 FROM entries h WHERE h.customer_id = s.customer_id AND h.k > s.k AND h.pos < s.pos)
-              THEN s.entered_us
-              ELSE (SELECT min(entered_us) FROM entries h
-                    WHERE h.customer_id = s.customer_id AND h.k > s.k) END AS left_us
+    FROM (SELECT s.*,  -- left when a later stage of the map is entered after it (the funnel's "went on")
+                 (SELECT min(entered_us) FROM entries h
+                  WHERE h.customer_id = s.customer_id AND h.k > s.k AND h.pos > s.pos) AS left_us
           FROM entries s) JOIN m USING (k) ORDER BY ALL"""
 DEVIATIONS_SQL = """
     SELECT customer_id, kind, st.stage, fr.stage AS from_stage

@@ -228,14 +228,16 @@ def _journeys_table(ev, journey, context, as_of: AsOf, segment, identified, star
 
 
 def _stages_table(ev, journey, context, segment, entries, entry_event, status, current, clock: int) -> pa.Table:
-    """One row per entered stage; a stage is left when a later-index stage is entered (at the
-    earliest such entry, and not before its own entry: a stage entered after a later one
-    was never current, so it spends 0 s)."""
+    """One row per entered stage; a stage is left at the earliest entry of a later stage of the
+    map entered after it — exactly the funnel's "went on" (an unordered journey's stage entered
+    after every later one it reaches is never left)."""
     later = np.full(entries.shape, NEVER, dtype=np.int64)
-    later[:, :-1] = np.minimum.accumulate(entries[:, ::-1], axis=1)[:, ::-1][:, 1:]
+    for k in range(entries.shape[1] - 1):
+        after = entry_event[:, k + 1:] > entry_event[:, k:k + 1]
+        later[:, k] = np.where(after, entries[:, k + 1:], NEVER).min(axis=1)
     cust, k = np.nonzero(entries != NEVER)
     entered = entries[cust, k]
-    left = np.where(later[cust, k] == NEVER, NEVER, np.maximum(later[cust, k], entered))
+    left = later[cust, k]
     is_current = k == current[cust]
     return pa.table({
         **_common(context, len(cust)),

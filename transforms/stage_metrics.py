@@ -26,9 +26,7 @@ __all__ = ["STAGE_INPUTS", "stage_daily", "combine_stage_daily"]
 _SQL = """
 WITH rows AS (
     SELECT s.stage_index, s.entry_channel, s.segment, s.entered_at, s.left_at, s.time_in_stage_s,
-           s.is_current, s.stalled, j.status,
-           EXISTS (SELECT 1 FROM stages n WHERE n.customer_id = s.customer_id AND n.stage_index > s.stage_index
-                                             AND n.entered_at >= s.entered_at) AS entered_next
+           s.is_current, s.stalled, j.status
     FROM stages s JOIN journeys j USING (customer_id) JOIN map m USING (stage_index)
 ),
 agg AS (
@@ -41,7 +39,7 @@ agg AS (
            count(*) FILTER (stalled) AS stalled,
            count(*) FILTER (is_current AND status <> 'converted') AS in_stage,
            count(*) AS reached,
-           count(*) FILTER (entered_next) AS reached_next,
+           count(left_at) AS reached_next,  -- left = entered a later stage after it (transforms.journeys)
            quantile_cont(time_in_stage_s, 0.5) FILTER (left_at IS NOT NULL) AS p50_time_in_stage_s,
            quantile_cont(time_in_stage_s, 0.9) FILTER (left_at IS NOT NULL) AS p90_time_in_stage_s
     FROM rows
