@@ -83,6 +83,11 @@ class SourceSpec:
     spec_file: str | None = None
 
     @property
+    def dated(self) -> bool:
+        """A day folder per night (`{date}` in the path); else a whole log, re-read by every run."""
+        return "{date}" in self.path
+
+    @property
     def identity_map(self) -> dict[str, str]:
         return dict(self.identity)
 

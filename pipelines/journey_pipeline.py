@@ -176,7 +176,7 @@ def _build(p: beam.Pipeline, config: RunConfig, specs: dict[str, SourceSpec], fo
         (parsed.events | "PackEvents" >> beam.Map(pack), lookback) | "WithLookback" >> beam.Flatten()
         | "Stitch" >> StitchIdentities(crm, config.n_buckets)
     )
-    whole_logs = all("{date}" not in spec.path for spec in specs.values() if spec.kind == "events")
+    whole_logs = not any(spec.dated for spec in specs.values() if spec.kind == "events")
     as_of = AsOf.at(config.as_of_at) if config.as_of_at else AsOf.end_of(config.as_of)
     built = (stitched.events, crm) | "Journeys" >> BuildJourneys(
         config.journeys, as_of, config.n_buckets, clock_at_last_event=whole_logs and not config.as_of_at)

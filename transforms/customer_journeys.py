@@ -99,5 +99,4 @@ class BuildJourneys(beam.PTransform):
 def _last_before(table: pa.Table, cutoff: int) -> int | None:
     """The latest event time (µs) before `cutoff` in a table of events, None if none."""
     ts = table.column("ts").cast(pa.int64())
-    latest = pc.max(ts.filter(pc.less(ts, cutoff))).as_py()
-    return latest
+    return pc.max(ts.filter(pc.less(ts, cutoff))).as_py()

@@ -45,7 +45,7 @@ def skipped_files(specs: dict[str, SourceSpec], data_dir: str, days: list[date],
     the day folder of several sources is listed once, under the first, with every pattern."""
     expected: dict[str, tuple[str, date, list[str]]] = {}
     for name, spec in sorted(specs.items()):
-        if spec.kind != "events" or "{date}" not in spec.path:
+        if spec.kind != "events" or not spec.dated:
             continue
         for day in days:
             for path in unmatched_day_files(spec, data_dir, day):

@@ -32,7 +32,7 @@ from journey_defs.model import JourneyMap
 from journey_defs.outputs import DEVIATION_KINDS, DEVIATIONS, FEEDBACK, JOURNEY_STAGES, JOURNEYS, ROLES, STATUSES
 from transforms.ordering import rule_for
 from transforms.ordering.base import CustomerEvents, entered_by, first_index
-from transforms.sessions import run_bounds
+from transforms.sessions import customer_order, run_bounds
 
 __all__ = ["AsOf", "JourneyOutputs", "build_journeys", "as_of_micros"]
 
@@ -127,23 +127,15 @@ _COLUMNS = ("customer_id", "event_id", "ts", "channel", "event_type", "score", "
 def _prepare(events: pa.Table, cutoff: int, n_stages: int) -> CustomerEvents:
     """The events before `cutoff`, in journey order: customer, time, map order (stage events
     by stage index, then other events), source order (file, line), event id."""
-    if events["customer_id"].null_count:
-        raise ValueError("events without customer_id: stitch identities first")
     ts = events["ts"].cast(pa.int64()).to_numpy()
     table = events.select(list(_COLUMNS)).filter(pa.array(ts < cutoff))
     role = pc.index_in(table["role"], pa.array(ROLES)).fill_null(-1).to_numpy()
     stage = np.where(role == ROLES.index("stage"), table["stage_index"].fill_null(-1).to_numpy(), -1)
-    rank = np.where(stage >= 0, stage, n_stages)
-    keys = table.select(["customer_id", "ts", "source_file", "source_line", "event_id"]).append_column(
-        "map_rank", pa.array(rank, pa.int64()))
-    order = pc.sort_indices(keys, sort_keys=[(c, "ascending") for c in (
-        "customer_id", "ts", "map_rank", "source_file", "source_line", "event_id")]).to_numpy()
+    keys = table.append_column("map_rank", pa.array(np.where(stage >= 0, stage, n_stages), pa.int64()))
+    order, new = customer_order(keys, ties=("map_rank", "source_file", "source_line", "event_id"))
     table, role, stage = table.take(pa.array(order)), role[order], stage[order]
-    customer = table["customer_id"].combine_chunks()
-    new = np.ones(len(order), dtype=bool)
-    new[1:] = pc.not_equal(customer[1:], customer[:-1]).to_numpy(zero_copy_only=False)
     first, last = run_bounds(new)
-    return CustomerEvents(table, customer.take(pa.array(first)), np.cumsum(new) - 1,
+    return CustomerEvents(table, table["customer_id"].combine_chunks().take(pa.array(first)), np.cumsum(new) - 1,
                           table["ts"].cast(pa.int64()).to_numpy(), stage, role, first, last)
 
 

@@ -71,7 +71,7 @@ def source_files(spec: SourceSpec, data_dir: str | Path, day: date | None = None
     Listed through Beam's FileSystems, so data_dir may be local or gs://, s3://... A directory
     that looks like a day but is not a real date fails loudly instead of being skipped."""
     root = _root(data_dir)
-    dated = "{date}" in spec.path
+    dated = spec.dated
     date_at = re.compile(_glob_regex(spec.path))
     suffixes = _suffixes(spec)
     listed = spec.path.replace("{date}", day.isoformat()) if day and dated else spec.path

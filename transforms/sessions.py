@@ -19,13 +19,14 @@ from journey_defs.outputs import SESSIONS
 __all__ = ["sessionize", "customer_order", "run_bounds"]
 
 
-def customer_order(events: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-    """(row indices sorting `events` by customer_id, ts, event_id; per sorted row, whether it
-    is its customer's first). Ties broken by event_id keep every per-customer step deterministic."""
+def customer_order(events: pa.Table, ties: tuple[str, ...] = ("event_id",)) -> tuple[np.ndarray, np.ndarray]:
+    """(row indices sorting `events` by customer_id, ts, then the `ties` columns; per sorted
+    row, whether it is its customer's first). Ties broken by event_id keep every per-customer
+    step deterministic; journeys break them by map and source order first."""
     if events["customer_id"].null_count:
         raise ValueError("events without customer_id: stitch identities first")
-    keys = [("customer_id", "ascending"), ("ts", "ascending"), ("event_id", "ascending")]
-    order = pc.sort_indices(events.select(["customer_id", "ts", "event_id"]), sort_keys=keys)
+    columns = ["customer_id", "ts", *ties]
+    order = pc.sort_indices(events.select(columns), sort_keys=[(c, "ascending") for c in columns])
     customer = events["customer_id"].take(order).combine_chunks()
     first = np.ones(len(order), dtype=bool)
     first[1:] = pc.not_equal(customer[1:], customer[:-1]).to_numpy(zero_copy_only=False)

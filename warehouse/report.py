@@ -32,8 +32,8 @@ def render_text(data: ReportData) -> str:
     lines.append(f"open alerts: {len(data.alerts)}")
     lines += [f"  alert since {a['opened_date']}: {a['message']}" for a in data.alerts]
     lines += [f"data quality warning: {check}: {seen}" for check, seen in data.quality_warnings]
-    if _gate_not_run(data):
-        lines.append(_gate_not_run(data))
+    if not_run := _gate_not_run(data):
+        lines.append(not_run)
     return "\n".join(lines) + "\n"
 
 
