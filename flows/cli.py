@@ -365,14 +365,29 @@ def _serve(args) -> int:
 
 
 def _alerts(args) -> int:
-    from warehouse.query import query, text_table
+    """Each alert (one per journey, stage and incident) with its breakdown of its latest night under it."""
+    from warehouse.query import query
+    from warehouse.report import breakdown_line
 
     where = "" if args.all else "WHERE status <> 'resolved'"
-    table = query(_warehouse(args),
-                  "SELECT status, journey_id, stage, dimension, dimension_value, opened_date, updated_date, "
-                  f"resolved_date, message FROM alerts {where} ORDER BY opened_date, journey_id, stage, dimension, "
-                  "dimension_value")
-    print(text_table(table, max_width=200), end="")
+    warehouse = _warehouse(args)
+    alerts = query(warehouse, "SELECT alert_id, status, journey_id, stage, opened_by, opened_date, updated_date, "
+                              f"resolved_date, message FROM alerts {where} ORDER BY opened_date, journey_id, stage")
+    slices = query(warehouse, "SELECT s.* FROM alert_slices s JOIN alerts a ON s.alert_id = a.alert_id "
+                              "AND s.night = a.updated_date ORDER BY s.expected_moved_on - s.moved_on DESC")
+    breakdown: dict[str, list[dict]] = {}
+    for row in slices.to_pylist():
+        breakdown.setdefault(row["alert_id"], []).append(row)
+    rows = alerts.to_pylist()
+    if not rows:
+        print("no alerts" if args.all else "no open alerts (--all lists the resolved ones too)")
+    for a in rows:
+        until = f", resolved {a['resolved_date']}" if a["resolved_date"] else f", updated {a['updated_date']}"
+        print(f"{a['status'].upper():<10} {a['journey_id']} / {a['stage']}: opened {a['opened_date']} "
+              f"(evidence first in {a['opened_by']}){until}")
+        print(f"  {a['message']}")
+        for s in breakdown.get(a["alert_id"], []):
+            print(f"    {breakdown_line(s)}")
     return 0
 
 

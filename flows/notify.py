@@ -32,6 +32,8 @@ def message(changes: list[dict], night: date) -> tuple[str, str]:
         state = ("RESOLVED" if a["resolved_date"] == night else
                  "ESCALATED" if a.get("escalated_date") == night else "NEW")
         lines.append(f"[{state}] {a['journey_id']}: {a['message']}")
+        if a.get("breakdown"):
+            lines.append(f"    carried by: {a['breakdown']}")
     return title, "\n".join(lines)
 
 

@@ -1,6 +1,6 @@
 """Alert notifications through Apprise to a real webhook receiver on loopback: tonight's
-changes (new, escalated, resolved) arrive once, quiet nights send nothing, a dead target is a
-retryable failure."""
+changes (new, escalated, resolved) arrive once, one per incident with its breakdown, quiet
+nights send nothing, a dead target is a retryable failure."""
 from __future__ import annotations
 
 import socket
@@ -23,9 +23,13 @@ def test_tonights_alert_changes_reach_the_webhook_once(receiver):
     quiet = START + timedelta(days=60)
     assert night_changes(alerts, quiet) == [] and send([], quiet, [url]) == 0
     assert len(received) == 2
-    assert "3 drop-off alert change(s) on 2026-02-05" in received[0]["title"]
-    assert received[0]["message"].count("[NEW] j: verify") == 3  # the stage, its channel, its segment
-    assert "[ESCALATED] j: verify" in received[1]["message"] and "heading for" in received[1]["message"]
+    assert "1 drop-off alert change(s) on 2026-02-05" in received[0]["title"]
+    new = received[0]["message"].splitlines()
+    # one incident, one notification: the stage's alert with the slices that carry it under it
+    assert new[0].startswith("[NEW] j: verify: heading for 45.0% drop-off") and len(new) == 2
+    assert new[1] == "    carried by: channel web +50%, segment s +50%"
+    assert "verify: verify" not in received[0]["message"]
+    assert "[ESCALATED] j: verify: heading for" in received[1]["message"]
     resolved = [a for a in alerts if a["resolved_date"]][0]["resolved_date"]
     assert send(night_changes(alerts, resolved), resolved, [url]) == 1 and "[RESOLVED]" in received[2]["message"]
 

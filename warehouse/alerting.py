@@ -1,41 +1,35 @@
-"""Rising drop-off detection over the published snapshots, and the alerts it keeps.
+"""Rising drop-off alerts over the published snapshots: one alert per journey and stage, with
+the slices (entry channels, segments) that carry the rise as its breakdown.
 
-Whether a stage's drop-off is rising is judged each night from the customers who entered it
-recently, without waiting for them to finish, against what was known about the baseline's
-entrants at the same age. A customer's age is the number of nights since the night they
-entered the stage (0 = tonight's). For each age and entry time of day, the baseline (the
-`baseline_window` of entry nights before the `recent_window`) gives the share who had moved
-on to a later stage as known then: read from the snapshot published that many nights after
-their entry, so events that arrive late and identities stitched later weigh the same on both
-sides. Each recent entrant of that age is expected to have moved on with that share; fewer
-movers than expected means more customers are dropping out. Slow stages need no fixed
-horizon, and an incident shows from its first nights, not once a whole window of cohorts has
-matured.
+Each night, for each stage and each of its series (the whole stage, each entry channel, each
+segment), the customers who entered it within its horizon (`alert_counts.horizon`: up to its
+p90 time in stage or SLA, at least `recent_window` nights) are compared with the baseline's
+entrants at the same ages (warehouse.alert_evidence):
 
-The recent entrants are scanned from tonight's back to the whole `recent_window` (the last
-1, 2, ... nights' entrants), so a fresh incident is not diluted by the normal days before
-it. An alert needs all three, for some scan length: the drop-off the recent entrants are
-heading for rises past the baseline's by the journey's `min_relative_rise`; a one-sided
-test (observed against expected movers, normal approximation with continuity correction,
-the baseline's own sampling error included) is significant at the journey's `significance`
-divided by the number of tests made (scan lengths x values of the dimension); both groups
-hold `min_sample` customers. The first `recent_window` nights of the journey's history are
-never baseline: the first entrants of a stage are the fastest movers of a log that has just
-begun. One alert per journey, stage and dimension (the whole stage, an entry channel, a
-segment): opened once, escalated when the rise grows half again past where it opened,
-resolved when the rise is gone, not merely below the bar to open one: an open alert holds
-while some scan length still shows a rise of half the journey's `min_relative_rise` at the
-uncorrected `HOLD_SIGNIFICANCE`, whatever the sample sizes, so a rise hovering around the
-opening bar, a segment whose week of entrants dips below `min_sample`, or bad days a few
-nights apart are one alert rather than one per crossing.
+* tonight's moves — of the customers still in the stage as known last night, how many moved
+  on tonight, at each age — are scored against the baseline's hazard at that age, for four
+  design rises of drop-off (1, 2, 4 and 8 x `min_relative_rise`), each a one-sided CUSUM of
+  the nightly log-likelihood ratio that accumulates the evidence across nights;
+* an alert opens for the stage when some series' CUSUM passes the threshold
+  log(charts / significance) — over all the journey's charts, so a quiet journey alerts on
+  a night with chance at most `significance` (the Wald bound) — and the rise the series'
+  recent entrants are heading for passes `min_relative_rise` on `min_sample` customers on
+  both sides, for some scan of the last 1, 2, ... nights' entrants;
+* an open alert is escalated when its rise grows half again past where it opened, and holds
+  while the stage or the series that opened it still shows a rise of half the
+  `min_relative_rise` at an uncorrected HOLD_SIGNIFICANCE, whatever the sample sizes; then it
+  is resolved and the stage's charts start again from tomorrow's entrants;
+* each night of an open alert keeps the slices that show the rise (at the holding bars) with
+  their figures: its breakdown.
 
-The alerts table (and alert_nights, each alert's figures night by night) is replayed from
-the whole history at every publish: the same published days always give the same alerts,
+The baseline: the `baseline_window` of entry nights before the horizon's, never the
+journey's first `recent_window` nights (the first entrants of a log that has just begun are
+its fastest movers). The alerts, alert_nights and alert_slices tables are replayed from the
+whole history at every publish: the same published days always give the same alerts,
 whatever order or grouping they were published in."""
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import duckdb
@@ -43,105 +37,88 @@ import numpy as np
 import pyarrow as pa
 
 from journey_defs.model import AlertPolicy
-from warehouse.tables import ALERT_NIGHTS, ALERTS
+from warehouse.alert_counts import EPOCH, WHOLE, Counts, read_counts
+from warehouse.alert_evidence import (DESIGN_RISES, Chart, Comparison, charts, compare, conservative, hazard, steps,
+                                      threshold)
+from warehouse.tables import ALERT_NIGHTS, ALERT_SLICES, ALERTS
 
-DAY_US = 86_400 * 10**6
 ESCALATE_AT = 1.5  # relative rise this many times the one the alert opened with
-HOLD_SIGNIFICANCE = 0.05  # an open alert holds while some scan length shows a rise at this level,
-HOLD_RISE = 0.5  # of at least this share of the journey's min_relative_rise
-SLOTS = 6  # entry times of day compared apart (4 hours each): tonight's 23:00 entrant has had 1 hour
-EPOCH = date(1970, 1, 1)
 
 
 @dataclass(frozen=True)
-class Comparison:
-    """The entrants of a stage's last `days` nights against the baseline's pace of moving on."""
+class SeriesNight:
+    """One series of a stage on one night."""
 
-    days: int
-    recent_n: int
-    moved_on: int          # recent entrants who have reached a later stage by tonight
-    expected: float        # how many would have at the baseline's pace, given how long each has been in
-    variance: float        # of moved_on under that pace, plus the baseline's own sampling error
-    baseline_n: int
-    baseline_rate: float   # baseline entrants not moved on as known `recent_window - 1` nights after entry
-
-    @property
-    def recent_rate(self) -> float:
-        """The drop-off the recent entrants are heading for: the baseline's share moving on,
-        scaled by how far behind (or ahead of) the baseline's pace they are."""
-        ratio = self.moved_on / self.expected if self.expected else 1.0
-        return min(1.0, max(0.0, 1 - ratio * (1 - self.baseline_rate)))
+    dimension: str
+    value: str
+    comparison: Comparison  # the scan reported: the most significant of those showing a rise, else the whole horizon
+    evidence: float         # the largest of its CUSUMs tonight
+    opens: bool             # evidence past the threshold, and a rise past the floor on enough customers
+    holds: bool             # some scan still shows a rise at the holding bars
 
     @property
-    def relative_rise(self) -> float:
-        if self.baseline_rate:
-            return self.recent_rate / self.baseline_rate - 1
-        return math.inf if self.recent_rate else 0.0
-
-    @property
-    def p_value(self) -> float:
-        """One-sided: the chance of this few movers (or fewer) if the stage kept the baseline's pace."""
-        if self.variance <= 0:
-            return 1.0
-        z = (self.expected - self.moved_on - 0.5) / math.sqrt(self.variance)
-        return 0.5 * math.erfc(z / math.sqrt(2))
-
-    def alarming(self, policy: AlertPolicy, tests: int = 1) -> bool:
-        """Opens an alert: the rise is significant at the journey's level, corrected for `tests`."""
-        return (self.recent_n >= policy.min_sample and self.baseline_n >= policy.min_sample
-                and self.shows_rise(policy.significance / tests, policy.min_relative_rise))
-
-    def holding(self, policy: AlertPolicy) -> bool:
-        """Keeps an open alert: the rise still shows, at the lower bars of HOLD_*. Whatever the
-        sample sizes: `min_sample` is for opening; a week of entrants dipping below it is not a
-        recovery (the p-value already weighs how few they are)."""
-        return self.shows_rise(HOLD_SIGNIFICANCE, HOLD_RISE * policy.min_relative_rise)
-
-    def shows_rise(self, alpha: float, min_rise: float) -> bool:
-        return self.relative_rise >= min_rise and self.p_value < alpha
+    def label(self) -> str:
+        return "stage" if (self.dimension, self.value) == WHOLE else f"{self.dimension} {self.value}"
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """One series on one night: whether it opens an alert, whether it keeps one open, and the
-    comparison to report."""
+class Monitor:
+    """A journey's charts, night after night (see the module docstring)."""
 
-    alarming: bool
-    rising: bool
-    comparison: Comparison
+    def __init__(self, counts: Counts, policy: AlertPolicy):
+        self.counts, self.policy = counts, policy
+        self.threshold = threshold(policy, len(counts.series) * len(DESIGN_RISES))
+        self.charts: dict[tuple, list[Chart]] = {key: charts(policy) for key in counts.series}
+        self.at_risk, self.moved, self.started = {}, {}, set()
+        for key, cells in counts.series.items():
+            zero = np.zeros((1, *cells.shape[1:3]))
+            at_risk, moved = steps(cells, counts.known)
+            self.at_risk[key] = at_risk, np.concatenate([zero, np.cumsum(at_risk, axis=0)])
+            self.moved[key] = moved, np.concatenate([zero, np.cumsum(moved, axis=0)])
 
+    def night(self, night: int) -> dict[str, dict[tuple, SeriesNight]]:
+        """Stage -> (dimension, value) -> tonight's SeriesNight, for the series with recent
+        entrants and a baseline."""
+        counts, policy, out = self.counts, self.policy, {}
+        for key, cells in counts.series.items():
+            stage = key[0]
+            span = counts.horizons[(night, stage)]
+            t = night - counts.first
+            ages = np.arange(span)
+            # baseline entry nights: the baseline window before the horizon's, never the first nights
+            low = max(t - span - policy.baseline_window.days + 1, counts.first_entry + policy.recent_window.days - counts.first)
+            high = t - span + 1
+            entrants = cells[t - ages, ages, :, 0].sum(axis=1)  # each recent cohort as known tonight
+            if high <= low or not entrants.any():
+                continue
+            (risk, risk_sum), (moved, moved_sum) = self.at_risk[key], self.moved[key]
+            base_risk = risk_sum[high, :span] - risk_sum[low, :span]
+            if base_risk[0].sum() < policy.min_sample:  # too few to say what normal is
+                continue
+            base_moved = moved_sum[high, :span] - moved_sum[low, :span]
+            h0 = hazard(base_risk, base_moved)
+            seen = (ages[None, :] <= ages[:, None])[..., None]  # cohort of age k has reached ages 0 .. k
+            comparisons = compare(risk[t - ages, :span] * seen, moved[t - ages, :span] * seen, entrants, h0, base_risk,
+                                  tuple(chart.rise for chart in self.charts[key]))
+            if key not in self.started:  # cohorts already in the baseline are not judged against it
+                self.started.add(key)
+                for chart in self.charts[key]:
+                    chart.next = max(chart.next, high)
+            cautious = conservative(h0, base_moved.sum())
+            evidence = max(chart.add(risk, moved, cautious, t, span) for chart in self.charts[key])
+            rising = [c for c in comparisons if c.large_enough(policy) or c.holding(policy)]
+            shown = min(rising, key=lambda c: (c.p_value, c.days)) if rising else comparisons[-1]
+            out.setdefault(stage, {})[key[1:]] = SeriesNight(
+                key[1], key[2], shown, evidence,
+                evidence >= self.threshold and any(c.large_enough(policy) for c in comparisons),
+                any(c.holding(policy) for c in comparisons))
+        return out
 
-def compare(recent: np.ndarray, baseline: np.ndarray) -> list[Comparison]:
-    """One comparison per scan length (1 .. recent_window nights) from counts [age, entry time
-    of day, (entrants, moved on)]: `recent` as of tonight, `baseline` as known at each age.
-    Cells without a baseline are left out; the baseline's sampling error is bounded across
-    ages (the same customers) and added up across times of day (different customers)."""
-    n_base, moved_base = baseline[..., 0], baseline[..., 1]
-    known = n_base > 0
-    share = np.divide(moved_base, n_base, out=np.zeros(n_base.shape), where=known)
-    entrants, movers = np.where(known, recent[..., 0], 0), np.where(known, recent[..., 1], 0)
-    spread = np.sqrt(share * (1 - share))
-    own = np.cumsum((entrants * spread ** 2).sum(axis=1))
-    error = np.divide(entrants * spread, np.sqrt(n_base), out=np.zeros(n_base.shape), where=known)
-    sampling = (np.cumsum(error, axis=0) ** 2).sum(axis=1)
-    expected = np.cumsum((entrants * share).sum(axis=1))
-    n, moved = np.cumsum(entrants.sum(axis=1)), np.cumsum(movers.sum(axis=1))
-    n_oldest, moved_oldest = baseline[-1].sum(axis=0)
-    baseline_rate = float(1 - moved_oldest / n_oldest) if n_oldest else 0.0
-    return [Comparison(k + 1, int(n[k]), int(moved[k]), float(expected[k]), float(own[k] + sampling[k]),
-                       int(n_oldest), baseline_rate) for k in range(len(n))]
-
-
-def judge(comparisons: list[Comparison], policy: AlertPolicy, values: int) -> Verdict:
-    """Whether any scan length alarms (Bonferroni over scan lengths and the dimension's values),
-    whether any holds an open alert, and the comparison to report: the most significant of
-    those, else the whole window."""
-    tests = len(comparisons) * values
-    opens = [c.alarming(policy, tests) for c in comparisons]
-    rising = [c for c, alarming in zip(comparisons, opens) if alarming or c.holding(policy)]
-    if rising:
-        return Verdict(any(opens), True, min(rising, key=lambda c: (c.p_value, c.days)))
-    return Verdict(False, False, comparisons[-1])
+    def restart(self, stage: str, night: int) -> None:
+        """An alert of the stage resolved tonight: its charts count only later cohorts."""
+        for key, stage_charts in self.charts.items():
+            if key[0] == stage:
+                for chart in stage_charts:
+                    chart.restart(night - self.counts.first)
 
 
 def policies(con: duckdb.DuckDBPyConnection) -> dict[str, AlertPolicy]:
@@ -153,65 +130,23 @@ def policies(con: duckdb.DuckDBPyConnection) -> dict[str, AlertPolicy]:
                 "FROM journey_maps WHERE alert_recent_days IS NOT NULL GROUP BY 1").fetchall()}
 
 
-def counts_by_entry_night(con: duckdb.DuckDBPyConnection, journey_id: str, final_stage: str, ages: int,
-                          first: int, last: int) -> dict[tuple, np.ndarray]:
-    """(stage, dimension, value) -> array [entry night - first, age, entry time of day (SLOTS),
-    (entrants, moved on)]: each night's entrants as known `age` nights later (the snapshot of
-    entry night + age), for ages 0 .. ages-1 (nights as days since 1970)."""
-    rows = con.execute("""
-        WITH s AS (
-            SELECT as_of_date - DATE '1970-01-01' AS night, stage,
-                   coalesce(entry_channel, '(unknown)') AS channel, coalesce(segment, '(unknown)') AS segment,
-                   (as_of_date - DATE '1970-01-01') - epoch_us(entered_at) // $day AS age,
-                   epoch_us(entered_at) % $day // $slot AS slot, left_at
-            FROM journey_stages WHERE journey_id = $journey AND stage <> $final),
-        r AS (SELECT night - age AS entry_night, * FROM s WHERE age >= 0 AND age < $ages)
-        SELECT entry_night, stage, '*', '*', age, slot, count(*), count(left_at) FROM r GROUP BY ALL
-        UNION ALL SELECT entry_night, stage, 'channel', channel, age, slot, count(*), count(left_at) FROM r GROUP BY ALL
-        UNION ALL SELECT entry_night, stage, 'segment', segment, age, slot, count(*), count(left_at) FROM r GROUP BY ALL""",
-                       {"journey": journey_id, "final": final_stage, "ages": ages, "day": DAY_US,
-                        "slot": DAY_US // SLOTS}).fetchall()
-    out: dict[tuple, np.ndarray] = {}
-    for entry_night, stage, dimension, value, age, slot, n, moved in rows:
-        if first <= entry_night <= last:
-            counts = out.setdefault((stage, dimension, value), np.zeros((last - first + 1, ages, SLOTS, 2)))
-            counts[entry_night - first, age, slot] = (n, moved)
-    return out
-
-
 def night_results(con: duckdb.DuckDBPyConnection, journey_id: str, final_stage: str, policy: AlertPolicy):
-    """Yield (night, {(stage, dimension, value): Verdict}) for every published snapshot of the
-    journey, in date order."""
-    ages, span = policy.recent_window.days, policy.baseline_window.days
-    nights = [r[0] for r in con.execute(
-        "SELECT DISTINCT as_of_date - DATE '1970-01-01' FROM journey_stages WHERE journey_id = ? ORDER BY 1",
-        [journey_id]).fetchall()]
-    if not nights:
+    """Yield (night, {stage: {(dimension, value): SeriesNight}}) for every published snapshot of
+    the journey, in date order, with no alert lifecycle (charts never reset)."""
+    counts = read_counts(con, journey_id, final_stage, policy.recent_window.days)
+    if counts is None:
         return
-    [(first_entry,)] = con.execute("SELECT min(epoch_us(entered_at)) // ? FROM journey_stages WHERE journey_id = ?",
-                                   [DAY_US, journey_id]).fetchall()
-    first = min(first_entry, nights[0] - ages)
-    series = counts_by_entry_night(con, journey_id, final_stage, ages, first, nights[-1])
-    values: dict[tuple, int] = {}
-    for stage, dimension, _ in series:
-        values[(stage, dimension)] = values.get((stage, dimension), 0) + 1
-    totals = {key: np.concatenate([np.zeros((1, *counts.shape[1:])), np.cumsum(counts, axis=0)])
-              for key, counts in series.items()}
-    age = np.arange(ages)
-    for night in nights:
-        # baseline entry nights: the baseline window, never the journey's first `ages` nights
-        low = max(night - ages - span + 1, first_entry + ages) - first
-        high = night - ages - first + 1
-        results = {}
-        for key, counts in series.items():
-            recent = counts[night - first - age, age]  # first <= every night - ages: in range
-            if high <= low or not recent[..., 0].any():
-                continue
-            comparisons = compare(recent, totals[key][high] - totals[key][low])
-            if not comparisons[-1].baseline_n:
-                continue
-            results[key] = judge(comparisons, policy, values[key[:2]])  # the whole stage: one value
-        yield EPOCH + timedelta(days=night), results
+    monitor = Monitor(counts, policy)
+    for night in counts.nights:
+        yield EPOCH + timedelta(days=night), monitor.night(night)
+
+
+@dataclass
+class Alert:
+    row: dict
+    lead: tuple             # (dimension, value) of the series that opened it
+    opened_rise: float
+    nights: list = field(default_factory=list)
 
 
 def replay_alerts(con: duckdb.DuckDBPyConnection, journey_policies: dict[str, AlertPolicy] | None = None) -> pa.Table:
@@ -220,74 +155,93 @@ def replay_alerts(con: duckdb.DuckDBPyConnection, journey_policies: dict[str, Al
 
 
 def replay(con: duckdb.DuckDBPyConnection,
-           journey_policies: dict[str, AlertPolicy] | None = None) -> tuple[pa.Table, pa.Table]:
-    """The alerts and alert_nights tables from every published night, in date order (under
-    each journey's recorded policy, or the ones given: how a benchmark tries another
-    significance)."""
+           journey_policies: dict[str, AlertPolicy] | None = None) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """The alerts, alert_nights and alert_slices tables from every published night, in date
+    order (under each journey's recorded policy, or the ones given: how a benchmark tries
+    another significance)."""
     journey_policies = journey_policies or policies(con)
     final = {r[0]: r[1] for r in con.execute(
         "SELECT journey_id, arg_max(stage, stage_index) FROM journey_maps GROUP BY 1").fetchall()}
     rows: list[dict] = []
     nights: list[dict] = []
+    slices: list[dict] = []
     for journey_id in sorted(final):
         policy = journey_policies.get(journey_id, AlertPolicy())
-        open_alerts: dict[tuple, dict] = {}
-        for night, results in night_results(con, journey_id, final[journey_id], policy):
-            for key in sorted(set(results) | set(open_alerts)):
-                verdict, alert = results.get(key), open_alerts.get(key)
+        counts = read_counts(con, journey_id, final[journey_id], policy.recent_window.days)
+        if counts is None:
+            continue
+        monitor = Monitor(counts, policy)
+        open_alerts: dict[str, Alert] = {}
+        for number in counts.nights:
+            night, tonight = EPOCH + timedelta(days=number), monitor.night(number)
+            for stage in sorted(set(tonight) | set(open_alerts)):
+                series, alert = tonight.get(stage, {}), open_alerts.get(stage)
                 if alert is None:
-                    if verdict is not None and verdict.alarming:
-                        open_alerts[key] = _opened(journey_id, key, night, verdict.comparison)
-                        rows.append(open_alerts[key])
-                        nights.append(_night(open_alerts[key], night, verdict.comparison))
+                    openers = [s for s in series.values() if s.opens]
+                    if openers:
+                        lead = series.get(WHOLE) if series.get(WHOLE) in openers else max(
+                            openers, key=lambda s: (s.evidence, s.label))
+                        alert = open_alerts[stage] = _opened(journey_id, stage, night, lead, monitor.threshold)
+                        rows.append(alert.row)
+                        _record(alert, night, lead, series, monitor.threshold, nights, slices)
                     continue
-                if verdict is not None:
-                    result = verdict.comparison
-                    if (verdict.alarming and alert["status"] == "open"
-                            and result.relative_rise >= ESCALATE_AT * alert["_opened_rise"]):
-                        alert["status"], alert["escalated_date"] = "escalated", night
-                    _update(alert, night, result)
-                if verdict is None or not verdict.rising:  # no recent entrants, or the rise is gone
-                    alert["status"], alert["resolved_date"], alert["updated_date"] = "resolved", night, night
-                    del open_alerts[key]
-                nights.append(_night(alert, night, verdict.comparison if verdict is not None else None))
-    for row in rows:
-        row.pop("_opened_rise")
-    rows.sort(key=lambda r: (r["opened_date"], r["journey_id"], r["stage"], r["dimension"], r["dimension_value"]))
+                lead = series.get(alert.lead)
+                whole = series.get(WHOLE)
+                if lead is not None:
+                    if (lead.opens and alert.row["status"] == "open"
+                            and lead.comparison.relative_rise >= ESCALATE_AT * alert.opened_rise):
+                        alert.row["status"], alert.row["escalated_date"] = "escalated", night
+                if lead is None or not (lead.holds or (whole is not None and whole.holds)):
+                    row = alert.row
+                    row["status"], row["resolved_date"], row["updated_date"] = "resolved", night, night
+                    del open_alerts[stage]
+                    monitor.restart(stage, number)
+                _record(alert, night, lead, series, monitor.threshold, nights, slices)
+    rows.sort(key=lambda r: (r["opened_date"], r["journey_id"], r["stage"]))
     nights.sort(key=lambda r: (r["night"], r["alert_id"]))
-    return pa.Table.from_pylist(rows, schema=ALERTS), pa.Table.from_pylist(nights, schema=ALERT_NIGHTS)
+    slices.sort(key=lambda r: (r["night"], r["alert_id"], r["dimension"], r["dimension_value"]))
+    return (pa.Table.from_pylist(rows, schema=ALERTS), pa.Table.from_pylist(nights, schema=ALERT_NIGHTS),
+            pa.Table.from_pylist(slices, schema=ALERT_SLICES))
 
 
-def _opened(journey_id: str, key: tuple, night: date, result: Comparison) -> dict:
-    stage, dimension, value = key
-    alert = {"alert_id": f"{journey_id}:{stage}:{dimension}:{value}:{night.isoformat()}", "journey_id": journey_id,
-             "stage": stage, "dimension": dimension, "dimension_value": value, "opened_date": night,
-             "escalated_date": None, "resolved_date": None, "status": "open", "_opened_rise": result.relative_rise}
-    _update(alert, night, result)
-    return alert
+def _opened(journey_id: str, stage: str, night: date, lead: SeriesNight, limit: float) -> Alert:
+    row = {"alert_id": f"{journey_id}:{stage}:{night.isoformat()}", "journey_id": journey_id, "stage": stage,
+           "opened_by": lead.label, "opened_date": night, "escalated_date": None, "resolved_date": None,
+           "status": "open", "threshold": limit}
+    return Alert(row, (lead.dimension, lead.value), lead.comparison.relative_rise)
 
 
-FIGURES = ("baseline_drop_rate", "recent_drop_rate", "relative_rise", "p_value", "message")
-"""What `_update` sets from a night's comparison: the alert's latest, and that night's alert_nights row."""
+def _record(alert: Alert, night: date, lead: SeriesNight | None, series: dict[tuple, SeriesNight], limit: float,
+            nights: list[dict], slices: list[dict]) -> None:
+    """Tonight's figures: the alert's latest, its alert_nights row and its breakdown's
+    alert_slices rows (the slices showing the rise, those with most missing movers first)."""
+    row = alert.row
+    base = {"alert_id": row["alert_id"], "journey_id": row["journey_id"], "night": night}
+    if lead is None:
+        row["updated_date"] = night
+        nights.append({**base, "status": row["status"], "threshold": limit,
+                       "message": f"{row['stage']}: no recent entrants to judge"})
+        return
+    carrying = sorted((s for key, s in series.items() if key != WHOLE and s.holds),
+                      key=lambda s: (-(s.comparison.expected - s.comparison.moved_on), s.label))
+    breakdown = ", ".join(f"{s.label} {s.comparison.relative_rise:+.0%}" for s in carrying)
+    c = lead.comparison
+    where = "" if alert.lead == WHOLE else f" ({lead.label})"
+    row.update(updated_date=night, baseline_drop_rate=c.baseline_rate, recent_drop_rate=c.recent_rate,
+               relative_rise=c.relative_rise, p_value=c.p_value, evidence=lead.evidence, breakdown=breakdown or None,
+               message=f"{row['stage']}{where}: heading for {c.recent_rate:.1%} drop-off vs {c.baseline_rate:.1%} "
+                       f"before ({c.relative_rise:+.0%}, evidence {lead.evidence:.1f} vs {limit:.1f} to alert): "
+                       f"{c.moved_on:,} of the {c.recent_n:,} customers who entered in the last {c.days} day(s) "
+                       f"moved on, {c.expected:,.1f} expected at the pace of the {c.baseline_n:,} before them")
+    nights.append({**base, "status": row["status"], **_figures(c), "evidence": lead.evidence, "threshold": limit,
+                   **{name: row[name] for name in ("baseline_drop_rate", "recent_drop_rate", "relative_rise",
+                                                   "p_value", "breakdown", "message")}})
+    slices.extend({**base, "dimension": s.dimension, "dimension_value": s.value, **_figures(s.comparison),
+                   "baseline_drop_rate": s.comparison.baseline_rate, "recent_drop_rate": s.comparison.recent_rate,
+                   "relative_rise": s.comparison.relative_rise, "p_value": s.comparison.p_value,
+                   "evidence": s.evidence} for s in carrying)
 
 
-def _update(alert: dict, night: date, result: Comparison) -> None:
-    where = "" if alert["dimension"] == "*" else f" ({alert['dimension']} {alert['dimension_value']})"
-    alert.update(updated_date=night, baseline_drop_rate=result.baseline_rate, recent_drop_rate=result.recent_rate,
-                 relative_rise=result.relative_rise, p_value=result.p_value,
-                 message=f"{alert['stage']}{where}: heading for {result.recent_rate:.1%} drop-off vs "
-                         f"{result.baseline_rate:.1%} before (+{result.relative_rise:.0%}, p={result.p_value:.1e}): "
-                         f"{result.moved_on:,} of the {result.recent_n:,} customers who entered in the last "
-                         f"{result.days} day(s) moved on, {result.expected:,.1f} expected at the pace of the "
-                         f"{result.baseline_n:,} before them")
-
-
-def _night(alert: dict, night: date, result: Comparison | None) -> dict:
-    """The alert_nights row: the alert's status and tonight's figures, as `_update` has just
-    set them from `result` (none without recent entrants)."""
-    row = {"alert_id": alert["alert_id"], "journey_id": alert["journey_id"], "night": night, "status": alert["status"]}
-    if result is None:
-        return {**row, "message": f"{alert['stage']}: no recent entrants to judge"}
-    return {**row, "scan_days": result.days, "recent_entrants": result.recent_n, "moved_on": result.moved_on,
-            "expected_moved_on": result.expected, "baseline_entrants": result.baseline_n,
-            **{name: alert[name] for name in FIGURES}}
+def _figures(c: Comparison) -> dict:
+    return {"scan_days": c.days, "recent_entrants": c.recent_n, "moved_on": c.moved_on,
+            "expected_moved_on": c.expected, "baseline_entrants": c.baseline_n}

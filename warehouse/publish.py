@@ -136,10 +136,9 @@ def _replace_partition(con: duckdb.DuckDBPyConnection, table: str, day: date, sn
 
 def _replace_alerts(con: duckdb.DuckDBPyConnection) -> None:
     """Alerts and their nights replayed from every published night (see warehouse.alerting)."""
-    for table, rows in zip(("alerts", "alert_nights"), replay(con)):
-        con.register("_replayed", rows)
-        con.execute(f"DELETE FROM {table}")
-        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _replayed")
+    for table, rows in zip(("alerts", "alert_nights", "alert_slices"), replay(con)):
+        con.register("_replayed", rows)  # replaced whole: a warehouse of an older version loses its old columns
+        con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM _replayed")
         con.unregister("_replayed")
 
 

@@ -30,7 +30,9 @@ def render_text(data: ReportData) -> str:
     if data.off_map:
         lines.append("off-map: " + ", ".join(f"{c}/{t} {n:,}" for c, t, n in data.off_map[:3]))
     lines.append(f"open alerts: {len(data.alerts)}")
-    lines += [f"  alert since {a['opened_date']}: {a['message']}" for a in data.alerts]
+    for a in data.alerts:
+        lines.append(f"  {a['status']} since {a['opened_date']}: {a['message']}")
+        lines += [f"    {breakdown_line(s)}" for s in a["slices"]]
     lines += [f"data quality warning: {check}: {seen}" for check, seen in data.quality_warnings]
     if not_run := _gate_not_run(data):
         lines.append(not_run)
@@ -131,9 +133,22 @@ def _rows_table(header: tuple[str, ...], rows, empty: str) -> str:
 
 
 def _alerts(alerts) -> str:
+    """One item per alert (its message names the stage), its breakdown under it."""
     if not alerts:
         return "<p class='muted'>No open alerts.</p>"
-    return "<ul>" + "".join(f"<li>{_e(a['stage'])}: {_e(a.get('message') or a['status'])}</li>" for a in alerts) + "</ul>"
+    items = []
+    for a in alerts:
+        breakdown = "".join(f"<li>{_e(breakdown_line(s))}</li>" for s in a["slices"])
+        items.append(f"<li><b>{_e(a['status'])}</b> since {a['opened_date']}: {_e(a.get('message') or '')}"
+                     + (f"<ul class='breakdown'>{breakdown}</ul>" if breakdown else "") + "</li>")
+    return "<ul id='alerts'>" + "".join(items) + "</ul>"
+
+
+def breakdown_line(s: dict) -> str:
+    """One row of an alert's breakdown."""
+    return (f"{s['dimension']} {s['dimension_value']}: heading for {s['recent_drop_rate']:.1%} drop-off vs "
+            f"{s['baseline_drop_rate']:.1%} ({s['relative_rise']:+.0%}); {s['moved_on']:,} of "
+            f"{s['recent_entrants']:,} moved on, {s['expected_moved_on']:,.1f} expected")
 
 
 def _gate_not_run(data: ReportData) -> str | None:

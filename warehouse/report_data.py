@@ -118,12 +118,21 @@ def _load(con, journey_id: str, as_of: date, trend_days: int) -> ReportData:
 
 
 def alerts_open_on(con: duckdb.DuckDBPyConnection, journey_id: str, as_of: date) -> tuple[dict, ...]:
-    """The journey's alerts open on `as_of`, as they stood that night: status and figures
-    then (from alert_nights), not the latest; the whole stage's first."""
-    rows = con.execute("SELECT a.alert_id, a.stage, a.dimension, a.dimension_value, a.opened_date, n.* "
+    """The journey's alerts open on `as_of`, as they stood that night: status, figures and
+    breakdown then (from alert_nights and alert_slices), not the latest. Each alert's
+    `slices` are its breakdown's rows of that night, most missing movers first."""
+    rows = con.execute("SELECT a.alert_id, a.stage, a.opened_by, a.opened_date, n.* "
                        "EXCLUDE (alert_id, journey_id, night) FROM alerts a JOIN alert_nights n USING (alert_id) "
                        "WHERE a.journey_id = $j AND n.night = $d AND n.status <> 'resolved' "
-                       "ORDER BY a.opened_date, a.dimension <> '*', a.stage, a.dimension, a.dimension_value",
-                       {"j": journey_id, "d": as_of})
+                       "ORDER BY a.opened_date, a.stage", {"j": journey_id, "d": as_of})
     names = [d[0] for d in rows.description]
-    return tuple(dict(zip(names, r)) for r in rows.fetchall())
+    alerts = [dict(zip(names, r)) for r in rows.fetchall()]
+    slices = con.execute("SELECT * EXCLUDE (journey_id, night) FROM alert_slices WHERE journey_id = $j AND night = $d "
+                         "ORDER BY alert_id, expected_moved_on - moved_on DESC, dimension, dimension_value",
+                         {"j": journey_id, "d": as_of})
+    names = [d[0] for d in slices.description]
+    by_alert: dict[str, list[dict]] = {}
+    for row in slices.fetchall():
+        item = dict(zip(names, row))
+        by_alert.setdefault(item.pop("alert_id"), []).append(item)
+    return tuple({**a, "slices": tuple(by_alert.get(a["alert_id"], ()))} for a in alerts)

@@ -4,7 +4,7 @@ Every table mirrors one lake table plus `partition_date`, the lake partition its
 from: the ingest day for `events` and `bad_rows` (the day of the raw file), the run's as-of
 day for everything derived. Publishing a day replaces exactly the rows of that
 `partition_date`, which is what makes publishing idempotent and a range equal to its days.
-`alerts` and `alert_nights` are replayed by warehouse.alerting, `journey_maps` comes from the
+`alerts`, `alert_nights` and `alert_slices` are replayed by warehouse.alerting, `journey_maps` comes from the
 journey definitions."""
 from __future__ import annotations
 
@@ -19,14 +19,18 @@ MIRRORED: dict[str, tuple[str, pa.Schema]] = {t.warehouse: (t.name, t.schema) fo
 
 ALERTS = pa.schema([
     ("alert_id", pa.string()), ("journey_id", pa.string()), ("stage", pa.string()),
-    ("dimension", pa.string()), ("dimension_value", pa.string()),  # "*" = the whole stage
+    ("opened_by", pa.string()),  # the series whose evidence opened it: "stage", or a slice ("channel email")
     ("opened_date", pa.date32()), ("updated_date", pa.date32()), ("escalated_date", pa.date32()),
     ("resolved_date", pa.date32()),
     ("status", pa.string()),  # open | escalated | resolved
     ("baseline_drop_rate", pa.float64()), ("recent_drop_rate", pa.float64()),
-    ("relative_rise", pa.float64()), ("p_value", pa.float64()), ("message", pa.string()),
+    ("relative_rise", pa.float64()), ("p_value", pa.float64()),
+    ("evidence", pa.float64()), ("threshold", pa.float64()),  # the CUSUM (log-likelihood ratio) and its bar
+    ("breakdown", pa.string()),  # the slices showing the rise, most missing movers first ("channel email +98%, ...")
+    ("message", pa.string()),
 ])
-"""Rising drop-off alerts, replayed from the published history at every publish (warehouse.alerting)."""
+"""Rising drop-off alerts, one per journey, stage and incident, replayed from the published
+history at every publish (warehouse.alerting); figures are the latest night's."""
 
 ALERT_NIGHTS = pa.schema([
     ("alert_id", pa.string()), ("journey_id", pa.string()), ("night", pa.date32()),
@@ -34,11 +38,23 @@ ALERT_NIGHTS = pa.schema([
     ("scan_days", pa.int32()),  # the recent entrants compared: those of the last scan_days nights
     ("recent_entrants", pa.int64()), ("moved_on", pa.int64()), ("expected_moved_on", pa.float64()),
     ("baseline_entrants", pa.int64()), ("baseline_drop_rate", pa.float64()), ("recent_drop_rate", pa.float64()),
-    ("relative_rise", pa.float64()), ("p_value", pa.float64()), ("message", pa.string()),
+    ("relative_rise", pa.float64()), ("p_value", pa.float64()), ("evidence", pa.float64()),
+    ("threshold", pa.float64()), ("breakdown", pa.string()), ("message", pa.string()),
 ])
 """Each alert on each published night from its opening to its resolution, with that night's
 figures (the `alerts` row keeps the latest): how an alert evolved, and what a report of an
 older day showed. Replayed with `alerts`. Figures are null on a night with no recent entrants."""
+
+ALERT_SLICES = pa.schema([
+    ("alert_id", pa.string()), ("journey_id", pa.string()), ("night", pa.date32()),
+    ("dimension", pa.string()), ("dimension_value", pa.string()),  # channel | segment, and its value
+    ("scan_days", pa.int32()), ("recent_entrants", pa.int64()), ("moved_on", pa.int64()),
+    ("expected_moved_on", pa.float64()), ("baseline_entrants", pa.int64()), ("baseline_drop_rate", pa.float64()),
+    ("recent_drop_rate", pa.float64()), ("relative_rise", pa.float64()), ("p_value", pa.float64()),
+    ("evidence", pa.float64()),
+])
+"""An alert's breakdown night by night: the entry channels and segments of its stage that
+showed the rise that night, with their own figures. Replayed with `alerts`."""
 
 JOURNEY_MAPS = pa.schema([
     ("journey_id", pa.string()), ("journey_version", pa.string()), ("stage_index", pa.int32()),
@@ -50,7 +66,7 @@ JOURNEY_MAPS = pa.schema([
 ])
 """The intended maps: one row per stage, in map order (what funnel and journey_paths compare with)."""
 
-ALL_TABLES = (*MIRRORED, "alerts", "alert_nights", "journey_maps")
+ALL_TABLES = (*MIRRORED, "alerts", "alert_nights", "alert_slices", "journey_maps")
 
 
 def warehouse_schema(table: str) -> pa.Schema:
@@ -59,6 +75,8 @@ def warehouse_schema(table: str) -> pa.Schema:
         return ALERTS
     if table == "alert_nights":
         return ALERT_NIGHTS
+    if table == "alert_slices":
+        return ALERT_SLICES
     if table == "journey_maps":
         return JOURNEY_MAPS
     return MIRRORED[table][1].append(pa.field(PARTITION_COLUMN, pa.date32()))

@@ -1,0 +1,209 @@
+"""The evidence that a stage's drop-off is rising, from counts of its entrants as known at
+each age (nights since their entry night, 0 = tonight's), per entry time of day:
+
+* `compare`: how far behind the baseline's pace of moving on the recent entrants are, by
+  now (observed against expected movers, scanned over the last 1, 2, ... nights' entrants):
+  the size of the rise, for the relative-rise floor, holding an open alert and the message;
+* `steps` + `Chart`: tonight's news alone — of the customers still in the stage last night,
+  how many moved on tonight, at each age, against the baseline's hazard at that age — as a
+  log-likelihood ratio accumulated night after night (a one-sided CUSUM). Every night adds
+  only what is new, so evidence of a slow stage builds up as its cohorts age, at every age
+  up to the stage's horizon, and the Wald bound P(false alarm in a quiet stretch of n nights)
+  <= n * exp(-threshold) calibrates it without simulation.
+
+The alternative a chart looks for is "drop-off rose by a factor (1 + rise)": the share of
+entrants who never move on goes from p to p * (1 + rise), and those who do move on keep the
+baseline's timing (cumulative share moved by age a scaled by rho = (1 - p (1 + rise)) / (1 - p)).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from journey_defs.model import AlertPolicy
+
+HOLD_SIGNIFICANCE = 0.05  # an open alert holds while some scan length shows a rise at this level,
+HOLD_RISE = 0.5  # of at least this share of the journey's min_relative_rise
+DESIGN_RISES = (1, 2, 4, 8)  # charts per series: rises of 1, 2, 4, 8 x min_relative_rise
+MAX_DROP = 0.99  # an alternative never has every entrant drop: one mover would refute it forever
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The entrants of a stage's last `days` nights against the baseline's hazards of moving on."""
+
+    days: int
+    recent_n: int
+    moved_on: int          # recent entrants who have reached a later stage by tonight
+    expected: float        # how many would have, at the baseline's hazard at each age, of those still in (log-rank)
+    variance: float        # of moved_on under those hazards, plus the baseline's own sampling error
+    baseline_n: int
+    baseline_rate: float   # the baseline's drop-off: not moved on by the horizon's last age
+    heading_for: float | None = None  # the recent entrants' drop-off by the same age (see recent_rate)
+    evidence: float = 0.0  # log-likelihood ratio of their moves, best of the design rises
+
+    @property
+    def recent_rate(self) -> float:
+        """The drop-off the recent entrants are heading for: a life table of their own hazards
+        at the ages they have reached, the baseline's at the ages they have not; without one,
+        the baseline's share moving on scaled by how far behind its pace they are."""
+        if self.heading_for is not None:
+            return self.heading_for
+        ratio = self.moved_on / self.expected if self.expected else 1.0
+        return min(1.0, max(0.0, 1 - ratio * (1 - self.baseline_rate)))
+
+    @property
+    def evidence_p(self) -> float:
+        """One-sided p-value of the likelihood ratio (2 log LR ~ chi-square, 1 degree of freedom)."""
+        return 0.5 * math.erfc(math.sqrt(self.evidence))
+
+    @property
+    def relative_rise(self) -> float:
+        if self.baseline_rate:
+            return self.recent_rate / self.baseline_rate - 1
+        return math.inf if self.recent_rate else 0.0
+
+    @property
+    def p_value(self) -> float:
+        """One-sided: the chance of this few movers (or fewer) if the stage kept the baseline's pace."""
+        if self.variance <= 0:
+            return 1.0
+        z = (self.expected - self.moved_on - 0.5) / math.sqrt(self.variance)
+        return 0.5 * math.erfc(z / math.sqrt(2))
+
+    def large_enough(self, policy: AlertPolicy) -> bool:
+        """Opens an alert (with the chart's evidence): the rise passes the journey's floor on
+        `min_sample` customers on both sides."""
+        return (self.recent_n >= policy.min_sample and self.baseline_n >= policy.min_sample
+                and self.relative_rise >= policy.min_relative_rise)
+
+    def holding(self, policy: AlertPolicy) -> bool:
+        """Keeps an open alert: the rise still shows, at the lower bars of HOLD_*. Whatever the
+        sample sizes: `min_sample` is for opening; a week of entrants dipping below it is not a
+        recovery (the p-value already weighs how few they are). Either test will do: movers
+        against expected (log-rank) weighs every age alike, the likelihood ratio sees a drop
+        confined to late ages."""
+        return (self.relative_rise >= HOLD_RISE * policy.min_relative_rise
+                and min(self.p_value, self.evidence_p) < HOLD_SIGNIFICANCE)
+
+
+def compare(at_risk: np.ndarray, movers: np.ndarray, entrants: np.ndarray, h0: np.ndarray,
+            baseline_at_risk: np.ndarray, rises: tuple[float, ...] = ()) -> list[Comparison]:
+    """One comparison per scan length k (the entrants of the last 1 .. horizon nights), from
+    the recent cohorts' cells [cohort (0 = tonight's), age, time of day] of those at risk and
+    those who moved on, for the ages each has reached (zero beyond), their `entrants` as known
+    tonight, and the baseline's hazards and at-risk counts [age, time of day]. The baseline's
+    sampling error is added per cell; times of day are weighed as in the baseline."""
+    ok = (baseline_at_risk > 0)
+    h0 = np.where(ok, h0, 0.0)
+    risk, moved = np.cumsum(np.where(ok, at_risk, 0), axis=0), np.cumsum(np.where(ok, movers, 0), axis=0)
+    expected = (risk * h0).sum(axis=(1, 2))
+    own = (risk * h0 * (1 - h0)).sum(axis=(1, 2))
+    sampling = np.divide(risk ** 2 * h0 * (1 - h0), baseline_at_risk, out=np.zeros(risk.shape), where=ok).sum(axis=(1, 2))
+    weights = baseline_at_risk[0] / baseline_at_risk[0].sum() if baseline_at_risk[0].sum() else np.zeros(h0.shape[1])
+    baseline_rate = float((np.prod(1 - h0, axis=0) * weights).sum())
+    recent_h = np.divide(moved, risk, out=np.broadcast_to(h0, risk.shape).copy(), where=risk > 0)
+    recent_rate = (np.prod(1 - recent_h, axis=1) * weights).sum(axis=1)
+    n, observed = np.cumsum(entrants), moved.sum(axis=(1, 2))
+    evidence = np.zeros(len(n))
+    for rise in rises:
+        h1 = alternative(h0, rise)
+        evidence = np.maximum(evidence, log_likelihood_ratio(risk, moved, h0[None], h1[None]).sum(axis=(1, 2)))
+    return [Comparison(k + 1, int(n[k]), int(observed[k]), float(expected[k]), float(own[k] + sampling[k]),
+                       int(baseline_at_risk[0].sum()), baseline_rate, float(recent_rate[k]), float(evidence[k]))
+            for k in range(len(n))]
+
+
+def steps(counts: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(at risk, moved) per [entry night, age, time of day] from cumulative counts [entry
+    night, age, time of day, (entrants, moved on)] as known at each age: the entrants not yet
+    moved on as known the night before, and how many of them moved on by tonight. A cell
+    whose snapshot, or the one before it, was not published (`known` [entry night, age]) is
+    empty: its moves would be counted on the wrong night."""
+    entrants, moved = counts[..., 0], counts[..., 1]
+    before = np.zeros_like(moved)
+    before[:, 1:] = moved[:, :-1]
+    valid = known.copy()
+    valid[:, 1:] &= known[:, :-1]
+    at_risk = np.maximum(entrants - before, 0)
+    movers = np.clip(moved - before, 0, at_risk)
+    return np.where(valid[..., None], at_risk, 0), np.where(valid[..., None], movers, 0)
+
+
+def hazard(at_risk: np.ndarray, movers: np.ndarray) -> np.ndarray:
+    """Share of those at risk who moved on, per [age, time of day] (0 where none were at risk)."""
+    return np.divide(movers, at_risk, out=np.zeros(at_risk.shape), where=at_risk > 0)
+
+
+def alternative(h0: np.ndarray, rise: float) -> np.ndarray:
+    """The hazards [age, time of day] if drop-off rose by `rise`: movers' timing kept, their
+    share scaled by rho (per time of day, from the baseline's drop at the last age)."""
+    survival = np.cumprod(1 - h0, axis=0)
+    before = np.vstack([np.ones((1, h0.shape[1])), survival[:-1]])
+    drop = survival[-1]
+    rho = np.divide(1 - np.minimum(drop * (1 + rise), MAX_DROP), 1 - drop, out=np.ones(drop.shape), where=drop < 1)
+    moved_before = 1 - before
+    return np.divide(rho * h0 * before, 1 - rho * moved_before, out=np.zeros(h0.shape), where=rho * moved_before < 1)
+
+
+def log_likelihood_ratio(at_risk: np.ndarray, movers: np.ndarray, h0: np.ndarray, h1: np.ndarray) -> np.ndarray:
+    """log P(moves | hazards h1) / P(moves | h0) per cell (binomial); cells where the baseline
+    saw no move, or only moves, carry no evidence."""
+    ok = (h0 > 0) & (h0 < 1) & (at_risk > 0)
+    p0 = np.where(ok, h0, 0.5)
+    p1 = np.where(ok, np.clip(h1, 1e-12, 1 - 1e-12), 0.5)
+    return np.where(ok, movers * np.log(p1 / p0) + (at_risk - movers) * np.log((1 - p1) / (1 - p0)), 0.0)
+
+
+def threshold(policy: AlertPolicy, charts: int) -> float:
+    """The CUSUM threshold keeping a quiet journey's chance of any alert on a night below its
+    `significance`, over all its `charts` (Ville / Wald: a likelihood ratio passes 1/x with
+    chance at most x, for each possible onset)."""
+    return math.log(max(charts, 1) / policy.significance)
+
+
+def conservative(h0: np.ndarray, baseline_movers: float) -> np.ndarray:
+    """The baseline's hazards lowered by one standard error of its count of movers
+    (1 / sqrt(movers) of them): a baseline that happened to move fast would otherwise make
+    every later night look slow, and the CUSUM would add that up night after night."""
+    return h0 * max(0.0, 1 - 1 / math.sqrt(baseline_movers)) if baseline_movers > 0 else h0 * 0
+
+
+@dataclass
+class Chart:
+    """A one-sided CUSUM over entry nights of the log-likelihood ratio "drop-off rose by
+    `rise` for the customers entering from some night on" against "no change": the largest,
+    over that onset night, of the summed evidence of every cohort since, each cohort's
+    evidence being its moves at every age it has reached (within the horizon)."""
+
+    rise: float
+    done: float = 0.0   # the CUSUM over the cohorts already past the horizon
+    next: int = 0       # the first cohort (entry night index) not yet past the horizon
+
+    def add(self, at_risk: np.ndarray, movers: np.ndarray, h0: np.ndarray, tonight: int, span: int,
+            h1: np.ndarray | None = None) -> float:
+        """Tonight's value from [entry night, age, slot] cells (ages 0 .. span-1): cohorts
+        `next` .. `tonight`; those past the horizon are folded into `done` for good. The
+        alternative's hazards `h1` are derived from `rise` unless given (a benchmark's oracle)."""
+        cohorts = np.arange(self.next, tonight + 1)
+        seen = np.arange(span)[None, :] <= (tonight - cohorts)[:, None]
+        h1 = alternative(h0, self.rise) if h1 is None else h1
+        cells = log_likelihood_ratio(at_risk[cohorts, :span], movers[cohorts, :span], h0[None], h1[None])
+        evidence = (cells * seen[..., None]).sum(axis=(1, 2))
+        finished = int((cohorts <= tonight - span).sum())
+        for value in evidence[:finished]:
+            self.done = max(0.0, self.done + value)
+        self.next += finished
+        live = evidence[finished:]
+        suffixes = np.cumsum(live[::-1])
+        return float(max(0.0, self.done + live.sum(), suffixes.max(initial=0.0)))
+
+    def restart(self, tonight: int) -> None:
+        """After an alert resolves: only cohorts entering from tomorrow count."""
+        self.done, self.next = 0.0, tonight + 1
+
+
+def charts(policy: AlertPolicy, first: int = 0) -> list[Chart]:
+    return [Chart(k * policy.min_relative_rise, next=first) for k in DESIGN_RISES]
