@@ -260,10 +260,10 @@ def _oracle(group: list[Sample], clean: list[Sample], seen: dict, stage: str, on
     delays = []
     for s in group:
         first, at_risk, moved = seen[s].moves[stage]
-        chart = Chart(0.0, next=7 - first)
+        chart = Chart((), first=7 - first)
         delay = None
         for night in range(7, s.nights):
-            if chart.add(at_risk, moved, h0, night - first, AGE_CAP, h1=h1) >= limit:
+            if chart.add(at_risk, moved, h0, night - first, AGE_CAP, h1=(h1,)) >= limit:
                 if night >= onset:
                     delay = night - onset
                     break

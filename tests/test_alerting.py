@@ -16,8 +16,8 @@ import pytest
 from journey_defs.model import AlertPolicy
 from journey_defs.outputs import JOURNEY_STAGES
 from warehouse.alert_counts import WHOLE, horizon
-from warehouse.alert_evidence import (Chart, Comparison, alternative, compare, conservative, log_likelihood_ratio, steps,
-                                      threshold)
+from warehouse.alert_evidence import (Chart, Comparison, Design, alternative, compare, late_start, log_likelihood_ratio,
+                                      steps, threshold, trust)
 from warehouse.alerting import night_results, replay, replay_alerts
 from warehouse.report_data import alerts_open_on
 from warehouse.tables import JOURNEY_MAPS
@@ -71,20 +71,34 @@ def test_the_nights_moves_and_the_cusum_over_entry_nights():
     assert 1 - (1 - h1[0, 0]) * (1 - h1[1, 0]) == pytest.approx(1 - 0.375)  # share moving on by the end
     cell = log_likelihood_ratio(np.array([[100.0]]), np.array([[30.0]]), np.array([[0.5]]), np.array([[0.4]]))
     assert cell[0, 0] == pytest.approx(30 * math.log(0.4 / 0.5) + 70 * math.log(0.6 / 0.5))
-    assert conservative(h0, 100)[0, 0] == pytest.approx(0.5 * 0.9)  # one standard error of 100 movers lower
+    # a change sparing the fast movers: from the age half the movers have moved by, the same drop
+    # among those still in; the hazards before it are the baseline's
+    slow = np.array([[0.4], [0.0], [0.2], [0.2]])
+    assert late_start(slow) == 1  # 40% of 61.6% move at age 0
+    late = alternative(slow, 0.25, late_start(slow))
+    assert late[0, 0] == 0.4 and late[2, 0] < 0.2
+    assert np.prod(1 - late) == pytest.approx(np.prod(1 - slow) * 1.25)  # the drop-off rose by 25% all the same
+    # tonight's evidence is believed as far as the baseline's sampling error leaves it
+    assert trust(Comparison(1, 100, 50, 60.0, 40.0, 500, 0.4, baseline_variance=10.0)) == pytest.approx(0.75)
     # five normal cohorts, then three where only 20 of 100 move at age 0 (half expected)
     risk, movers = np.zeros((8, 1, 1)), np.zeros((8, 1, 1))
     risk[:] = 100
     movers[:5], movers[5:] = 50, 20
-    good, bad = (log_likelihood_ratio(np.array([[100.0]]), np.array([[m]]), np.array([[0.5]]),
-                                      alternative(np.array([[0.5]]), 0.25))[0, 0] for m in (50, 20))
+    h0 = np.array([[0.5]])
+    good, bad = (log_likelihood_ratio(np.array([[100.0]]), np.array([[m]]), h0, alternative(h0, 0.25))[0, 0]
+                 for m in (50, 20))
     assert good < 0 < bad
-    chart = Chart(0.25)
-    values = [chart.add(risk, movers, np.array([[0.5]]), night, 1) for night in range(8)]
-    assert values[:5] == [0.0] * 5 and values[-1] == pytest.approx(3 * bad)
+    chart = Chart((Design(0.25),))
+    values = [chart.add(risk, movers, h0, night, 1) for night in range(8)]
+    assert values[:5] == [0.0] * 5 and values[-1] == pytest.approx(3 * bad)  # from the onset on, not diluted
+    # two designs: the log of the average likelihood ratio, never more than the best one
+    both = Chart((Design(0.25), Design(1.0)))
+    mixed = [both.add(risk, movers, h0, night, 1) for night in range(8)][-1]
+    strong = log_likelihood_ratio(np.array([[100.0]]), np.array([[20.0]]), h0, alternative(h0, 1.0))[0, 0]
+    assert mixed == pytest.approx(np.logaddexp(3 * bad, 3 * strong) - math.log(2))
     chart.restart(7)
-    assert chart.add(risk, movers, np.array([[0.5]]), 7, 1) == 0.0  # after a restart only later entrants count
-    assert threshold(POLICY, 12) == pytest.approx(math.log(12 / 0.01))
+    assert chart.add(risk, movers, h0, 7, 1) == 0.0  # after a restart only later entrants count
+    assert threshold(POLICY, 12, 0.75) == pytest.approx(math.log(12 / (0.75 * 0.01)))
     # the horizon: the p90 time in stage or the SLA, in nights of age, at least recent_window
     assert horizon(7, 3 * 86400.0, None) == 7 and horizon(7, 255 * 3600.0, 5 * 86400.0) == 12
     assert horizon(7, None, 9 * 86400.0) == 10 and horizon(7, 40 * 86400.0, None) == 21
@@ -94,7 +108,7 @@ def test_compare_expects_movers_at_the_baselines_hazard_of_each_age_and_time_of_
     """Two recent cohorts (tonight's at age 0, last night's at ages 0 and 1) and two times of
     day, against baseline hazards 0.5 / 0.2 (age 0) and 0.2 / 0.5 (age 1): expected movers are
     those at risk times the hazard (log-rank), the drop-off they are heading for a life table
-    of their own hazards, the baseline's at ages not reached yet."""
+    of their own hazards, the baseline's (at their pace so far) at ages not reached yet."""
     h0 = np.array([[0.5, 0.2], [0.2, 0.5]])
     base_risk = np.array([[100.0, 300.0], [50.0, 240.0]])
     at_risk = np.array([[[10, 20], [0, 0]], [[10, 10], [6, 8]]], dtype=float)
@@ -105,7 +119,8 @@ def test_compare_expects_movers_at_the_baselines_hazard_of_each_age_and_time_of_
     assert one.variance == pytest.approx(10 * 0.25 + 20 * 0.16 + 100 * 0.25 / 100 + 400 * 0.16 / 300)
     # times of day weighed as the baseline's entrants (1 : 3); both slots lose 40% by age 1
     assert one.baseline_rate == pytest.approx(0.4)
-    assert one.recent_rate == pytest.approx(0.25 * 0.8 * 0.8 + 0.75 * 0.9 * 0.5)  # age 1: the baseline's
+    # age 1 not reached yet: the baseline's hazards at the pace so far (4 movers of 9 expected)
+    assert one.recent_rate == pytest.approx(0.25 * 0.8 * (1 - 0.2 * 4 / 9) + 0.75 * 0.9 * (1 - 0.5 * 4 / 9))
     assert (two.recent_n, two.moved_on) == (50, 15) and two.expected == pytest.approx(21.2)
     assert two.recent_rate == pytest.approx(0.25 * 0.7 * 5 / 6 + 0.75 * (26 / 30) * 0.5)
     assert two.relative_rise == pytest.approx(two.recent_rate / 0.4 - 1)
@@ -159,7 +174,7 @@ def test_an_incident_opens_one_alert_escalates_and_resolves_when_it_recovers():
     assert opened["recent_drop_rate"] == pytest.approx(0.9) and opened["relative_rise"] == pytest.approx(2.0)
     assert opened["message"].startswith("verify: heading for 90.0% drop-off vs 30.0% before (+200%, evidence ")
     assert "20 of the 200 customers who entered in the last 1 day(s) moved on, 140.0 expected" in opened["message"]
-    assert opened["evidence"] > opened["threshold"] == pytest.approx(math.log(3 * 4 / 0.01))  # 3 series x 4 charts
+    assert opened["evidence"] > opened["threshold"] == pytest.approx(math.log(1 / (0.75 * 0.01)))  # the one stage's bar
     assert opened["breakdown"] == "channel web +200%, segment s +200%"
 
 

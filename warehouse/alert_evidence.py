@@ -26,7 +26,8 @@ from journey_defs.model import AlertPolicy
 
 HOLD_SIGNIFICANCE = 0.05  # an open alert holds while some scan length shows a rise at this level,
 HOLD_RISE = 0.5  # of at least this share of the journey's min_relative_rise
-DESIGN_RISES = (1, 2, 4, 8)  # charts per series: rises of 1, 2, 4, 8 x min_relative_rise
+DESIGN_RISES = (1, 2, 4, 8)  # design rises of 1, 2, 4, 8 x min_relative_rise, each for all movers and late ones
+STAGE_SHARE = 0.75  # of the journey's significance, for the stages' own series (the rest for slices)
 MAX_DROP = 0.99  # an alternative never has every entrant drop: one mover would refute it forever
 
 
@@ -43,12 +44,14 @@ class Comparison:
     baseline_rate: float   # the baseline's drop-off: not moved on by the horizon's last age
     heading_for: float | None = None  # the recent entrants' drop-off by the same age (see recent_rate)
     evidence: float = 0.0  # log-likelihood ratio of their moves, best of the design rises
+    baseline_variance: float = 0.0  # the part of `variance` from the baseline's sampling error
 
     @property
     def recent_rate(self) -> float:
         """The drop-off the recent entrants are heading for: a life table of their own hazards
-        at the ages they have reached, the baseline's at the ages they have not; without one,
-        the baseline's share moving on scaled by how far behind its pace they are."""
+        at the ages they have reached and, at the ages they have not, the baseline's scaled by
+        their pace so far (movers / expected); without one, the baseline's share moving on
+        scaled by that pace."""
         if self.heading_for is not None:
             return self.heading_for
         ratio = self.moved_on / self.expected if self.expected else 1.0
@@ -104,15 +107,17 @@ def compare(at_risk: np.ndarray, movers: np.ndarray, entrants: np.ndarray, h0: n
     sampling = np.divide(risk ** 2 * h0 * (1 - h0), baseline_at_risk, out=np.zeros(risk.shape), where=ok).sum(axis=(1, 2))
     weights = baseline_at_risk[0] / baseline_at_risk[0].sum() if baseline_at_risk[0].sum() else np.zeros(h0.shape[1])
     baseline_rate = float((np.prod(1 - h0, axis=0) * weights).sum())
-    recent_h = np.divide(moved, risk, out=np.broadcast_to(h0, risk.shape).copy(), where=risk > 0)
-    recent_rate = (np.prod(1 - recent_h, axis=1) * weights).sum(axis=1)
     n, observed = np.cumsum(entrants), moved.sum(axis=(1, 2))
+    pace = np.divide(observed, expected, out=np.ones(len(n)), where=expected > 0)[:, None, None]
+    recent_h = np.divide(moved, risk, out=np.minimum(1.0, h0[None] * pace), where=risk > 0)
+    recent_rate = (np.prod(1 - recent_h, axis=1) * weights).sum(axis=1)
     evidence = np.zeros(len(n))
     for rise in rises:
         h1 = alternative(h0, rise)
         evidence = np.maximum(evidence, log_likelihood_ratio(risk, moved, h0[None], h1[None]).sum(axis=(1, 2)))
     return [Comparison(k + 1, int(n[k]), int(observed[k]), float(expected[k]), float(own[k] + sampling[k]),
-                       int(baseline_at_risk[0].sum()), baseline_rate, float(recent_rate[k]), float(evidence[k]))
+                       int(baseline_at_risk[0].sum()), baseline_rate, float(recent_rate[k]), float(evidence[k]),
+                       float(sampling[k]))
             for k in range(len(n))]
 
 
@@ -137,15 +142,33 @@ def hazard(at_risk: np.ndarray, movers: np.ndarray) -> np.ndarray:
     return np.divide(movers, at_risk, out=np.zeros(at_risk.shape), where=at_risk > 0)
 
 
-def alternative(h0: np.ndarray, rise: float) -> np.ndarray:
-    """The hazards [age, time of day] if drop-off rose by `rise`: movers' timing kept, their
-    share scaled by rho (per time of day, from the baseline's drop at the last age)."""
+def alternative(h0: np.ndarray, rise: float, start: int = 0) -> np.ndarray:
+    """The hazards [age, time of day] if drop-off rose by `rise` among the customers still in
+    the stage at age `start` (0: all): the movers' timing kept, their share scaled by rho
+    (per time of day, from the baseline's drop at the last age). A later `start` is a change
+    that spares the fast movers: at first purchase, customers onboarded the next day as
+    before, but fewer buying again a week later."""
     survival = np.cumprod(1 - h0, axis=0)
-    before = np.vstack([np.ones((1, h0.shape[1])), survival[:-1]])
-    drop = survival[-1]
-    rho = np.divide(1 - np.minimum(drop * (1 + rise), MAX_DROP), 1 - drop, out=np.ones(drop.shape), where=drop < 1)
+    still = survival[start - 1] if start else np.ones(h0.shape[1])
+    drop = np.divide(survival[-1], still, out=np.ones(h0.shape[1]), where=still > 0)  # of those still in
+    raised = np.minimum(np.divide(survival[-1] * (1 + rise), still, out=np.ones(h0.shape[1]), where=still > 0),
+                        MAX_DROP)
+    rho = np.divide(1 - raised, 1 - drop, out=np.ones(drop.shape), where=drop < 1)
+    tail = h0[start:]
+    before = np.vstack([np.ones((1, h0.shape[1])), np.cumprod(1 - tail, axis=0)[:-1]])
     moved_before = 1 - before
-    return np.divide(rho * h0 * before, 1 - rho * moved_before, out=np.zeros(h0.shape), where=rho * moved_before < 1)
+    changed = np.divide(rho * tail * before, 1 - rho * moved_before, out=np.zeros(tail.shape),
+                        where=rho * moved_before < 1)
+    return np.vstack([h0[:start], np.maximum(changed, 0)])
+
+
+def late_start(h0: np.ndarray) -> int:
+    """The age by which half the baseline's movers (of those who move within the horizon) have
+    moved on: where a change sparing the fast movers would start."""
+    moved = 1 - np.cumprod(1 - h0, axis=0).mean(axis=1)
+    if moved[-1] <= 0:
+        return 0
+    return int(np.argmax(moved >= moved[-1] / 2)) + 1 if len(moved) > 1 else 0
 
 
 def log_likelihood_ratio(at_risk: np.ndarray, movers: np.ndarray, h0: np.ndarray, h1: np.ndarray) -> np.ndarray:
@@ -157,53 +180,88 @@ def log_likelihood_ratio(at_risk: np.ndarray, movers: np.ndarray, h0: np.ndarray
     return np.where(ok, movers * np.log(p1 / p0) + (at_risk - movers) * np.log((1 - p1) / (1 - p0)), 0.0)
 
 
-def threshold(policy: AlertPolicy, charts: int) -> float:
-    """The CUSUM threshold keeping a quiet journey's chance of any alert on a night below its
-    `significance`, over all its `charts` (Ville / Wald: a likelihood ratio passes 1/x with
-    chance at most x, for each possible onset)."""
-    return math.log(max(charts, 1) / policy.significance)
+def threshold(policy: AlertPolicy, charts: int, share: float) -> float:
+    """The CUSUM threshold keeping the chance that any of `charts` alerts on a night below
+    `share` of the journey's `significance` (see `Chart`). The stages' own charts get
+    STAGE_SHARE, their slices' the rest: a quiet journey alerts on a night with chance at
+    most `significance`."""
+    return math.log(max(charts, 1) / (share * policy.significance))
 
 
-def conservative(h0: np.ndarray, baseline_movers: float) -> np.ndarray:
-    """The baseline's hazards lowered by one standard error of its count of movers
-    (1 / sqrt(movers) of them): a baseline that happened to move fast would otherwise make
-    every later night look slow, and the CUSUM would add that up night after night."""
-    return h0 * max(0.0, 1 - 1 / math.sqrt(baseline_movers)) if baseline_movers > 0 else h0 * 0
+def trust(comparison: Comparison) -> float:
+    """How far tonight's evidence is to be believed, given that the baseline's hazards are
+    estimates: the share of the variance of the movers expected that their own chance
+    accounts for, not the baseline's sampling error (a likelihood ratio of roughly normal
+    counts shrinks by that factor when the variance is that much larger). A small baseline
+    that happened to move fast would otherwise make every later night look slow, and the
+    CUSUM would add that up night after night."""
+    own = comparison.variance - comparison.baseline_variance
+    return own / comparison.variance if comparison.variance > 0 else 0.0
 
 
-@dataclass
-class Chart:
-    """A one-sided CUSUM over entry nights of the log-likelihood ratio "drop-off rose by
-    `rise` for the customers entering from some night on" against "no change": the largest,
-    over that onset night, of the summed evidence of every cohort since, each cohort's
-    evidence being its moves at every age it has reached (within the horizon)."""
+@dataclass(frozen=True)
+class Design:
+    """One alternative to "no change": drop-off rose by `rise`, for every mover or only for
+    the late ones (see `alternative` and `late_start`)."""
 
     rise: float
-    done: float = 0.0   # the CUSUM over the cohorts already past the horizon
-    next: int = 0       # the first cohort (entry night index) not yet past the horizon
+    late: bool = False
+
+    def hazards(self, h0: np.ndarray) -> np.ndarray:
+        return alternative(h0, self.rise, late_start(h0) if self.late else 0)
+
+
+def designs(policy: AlertPolicy) -> tuple[Design, ...]:
+    return tuple(Design(k * policy.min_relative_rise, late) for late in (False, True) for k in DESIGN_RISES)
+
+
+class Chart:
+    """A one-sided CUSUM over entry nights of a mixture likelihood ratio: for each night the
+    change may have begun, the average over the designs of the likelihood ratio of every
+    cohort's moves since (at every age each has reached, within the horizon), against "no
+    change"; the chart's value is the log of the largest. For each onset that average is a
+    test martingale, so a quiet series passes exp(h) with chance at most exp(-h) per night
+    (Ville's inequality; the CUSUM stops no sooner than the Shiryaev-Roberts rule) — with
+    no price for trying several designs, where taking the best one would pay log(designs)."""
+
+    def __init__(self, designs: tuple[Design, ...], first: int = 0):
+        self.designs = designs
+        self.first = first       # the first cohort (entry night index) judged
+        self.frozen: dict[int, np.ndarray] = {}  # cohort past the horizon -> its evidence per design, for good
 
     def add(self, at_risk: np.ndarray, movers: np.ndarray, h0: np.ndarray, tonight: int, span: int,
-            h1: np.ndarray | None = None) -> float:
-        """Tonight's value from [entry night, age, slot] cells (ages 0 .. span-1): cohorts
-        `next` .. `tonight`; those past the horizon are folded into `done` for good. The
-        alternative's hazards `h1` are derived from `rise` unless given (a benchmark's oracle)."""
-        cohorts = np.arange(self.next, tonight + 1)
-        seen = np.arange(span)[None, :] <= (tonight - cohorts)[:, None]
-        h1 = alternative(h0, self.rise) if h1 is None else h1
-        cells = log_likelihood_ratio(at_risk[cohorts, :span], movers[cohorts, :span], h0[None], h1[None])
-        evidence = (cells * seen[..., None]).sum(axis=(1, 2))
-        finished = int((cohorts <= tonight - span).sum())
-        for value in evidence[:finished]:
-            self.done = max(0.0, self.done + value)
-        self.next += finished
-        live = evidence[finished:]
-        suffixes = np.cumsum(live[::-1])
-        return float(max(0.0, self.done + live.sum(), suffixes.max(initial=0.0)))
+            weights: np.ndarray | None = None, h1: tuple[np.ndarray, ...] | None = None) -> float:
+        """Tonight's value from [entry night, age, slot] cells (ages 0 .. span-1). The
+        evidence of the last k nights' cohorts counts `weights[k - 1]` times (see `trust`:
+        the scans of `compare`); a cohort past the horizon keeps the whole horizon's weight
+        and its evidence then. The designs' hazards `h1` are derived unless given (a
+        benchmark's oracle)."""
+        weights = np.ones(span) if weights is None else weights
+        h1 = tuple(d.hazards(h0) for d in self.designs) if h1 is None else h1
+        live = np.arange(max(self.first, tonight - span + 1), tonight + 1)
+        seen = (np.arange(span)[None, :] <= (tonight - live)[:, None])[..., None]
+        risk, moved = at_risk[live, :span] * seen, movers[live, :span] * seen
+        evidence = np.array([log_likelihood_ratio(risk, moved, h0[None], h[None]).sum(axis=(1, 2)) for h in h1])
+        for cohort in range(self.first, tonight - span + 1):  # past the horizon tonight: frozen as known
+            if cohort not in self.frozen:
+                at = np.array([cohort])
+                cells = [log_likelihood_ratio(at_risk[at, :span], movers[at, :span], h0[None], h[None]).sum() for h in h1]
+                self.frozen[cohort] = weights[-1] * np.array(cells)
+        # sums per design from each onset: over the live cohorts (latest first), then the frozen ones
+        suffix = np.cumsum(evidence[:, ::-1], axis=1) * weights[None, :len(live)]
+        older = sorted((c for c in self.frozen if c >= self.first), reverse=True)
+        base = suffix[:, -1] if len(live) else np.zeros(len(h1))
+        sums = [suffix[:, k] for k in range(len(live))]
+        for cohort in older:
+            base = base + self.frozen[cohort]
+            sums.append(base)
+        if not sums:
+            return 0.0
+        stacked = np.array(sums)  # [onset, design]
+        top = stacked.max(axis=1, keepdims=True)
+        mixture = top[:, 0] + np.log(np.exp(stacked - top).mean(axis=1))
+        return float(max(0.0, mixture.max()))
 
     def restart(self, tonight: int) -> None:
         """After an alert resolves: only cohorts entering from tomorrow count."""
-        self.done, self.next = 0.0, tonight + 1
-
-
-def charts(policy: AlertPolicy, first: int = 0) -> list[Chart]:
-    return [Chart(k * policy.min_relative_rise, next=first) for k in DESIGN_RISES]
+        self.first = tonight + 1

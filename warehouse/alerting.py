@@ -29,7 +29,7 @@ whole history at every publish: the same published days always give the same ale
 whatever order or grouping they were published in."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 import duckdb
@@ -38,8 +38,8 @@ import pyarrow as pa
 
 from journey_defs.model import AlertPolicy
 from warehouse.alert_counts import EPOCH, WHOLE, Counts, read_counts
-from warehouse.alert_evidence import (DESIGN_RISES, Chart, Comparison, charts, compare, conservative, hazard, steps,
-                                      threshold)
+from warehouse.alert_evidence import (STAGE_SHARE, Chart, Comparison, compare, designs, hazard, steps, threshold,
+                                      trust)
 from warehouse.tables import ALERT_NIGHTS, ALERT_SLICES, ALERTS
 
 ESCALATE_AT = 1.5  # relative rise this many times the one the alert opened with
@@ -52,7 +52,8 @@ class SeriesNight:
     dimension: str
     value: str
     comparison: Comparison  # the scan reported: the most significant of those showing a rise, else the whole horizon
-    evidence: float         # the largest of its CUSUMs tonight
+    evidence: float         # its CUSUM tonight (see alert_evidence.Chart)
+    threshold: float        # the bar it must pass (the stage's own, or its slices')
     opens: bool             # evidence past the threshold, and a rise past the floor on enough customers
     holds: bool             # some scan still shows a rise at the holding bars
 
@@ -66,8 +67,12 @@ class Monitor:
 
     def __init__(self, counts: Counts, policy: AlertPolicy):
         self.counts, self.policy = counts, policy
-        self.threshold = threshold(policy, len(counts.series) * len(DESIGN_RISES))
-        self.charts: dict[tuple, list[Chart]] = {key: charts(policy) for key in counts.series}
+        stages = sum(key[1:] == WHOLE for key in counts.series)
+        self.thresholds = (threshold(policy, stages, STAGE_SHARE),
+                           threshold(policy, len(counts.series) - stages, 1 - STAGE_SHARE))
+        """The bars of the stages' own series and of their slices (see `threshold`)."""
+        self.designs = designs(policy)
+        self.charts: dict[tuple, Chart] = {key: Chart(self.designs) for key in counts.series}
         self.at_risk, self.moved, self.started = {}, {}, set()
         for key, cells in counts.series.items():
             zero = np.zeros((1, *cells.shape[1:3]))
@@ -98,27 +103,27 @@ class Monitor:
             h0 = hazard(base_risk, base_moved)
             seen = (ages[None, :] <= ages[:, None])[..., None]  # cohort of age k has reached ages 0 .. k
             comparisons = compare(risk[t - ages, :span] * seen, moved[t - ages, :span] * seen, entrants, h0, base_risk,
-                                  tuple(chart.rise for chart in self.charts[key]))
+                                  tuple(d.rise for d in self.designs if not d.late))
+            chart = self.charts[key]
             if key not in self.started:  # cohorts already in the baseline are not judged against it
                 self.started.add(key)
-                for chart in self.charts[key]:
-                    chart.next = max(chart.next, high)
-            cautious = conservative(h0, base_moved.sum())
-            evidence = max(chart.add(risk, moved, cautious, t, span) for chart in self.charts[key])
+                chart.first = max(chart.first, high)
+            weights = np.array([trust(c) for c in comparisons])  # per scan: how well the baseline predicts it
+            evidence = chart.add(risk, moved, h0, t, span, weights=weights)
+            bar = self.thresholds[key[1:] != WHOLE]
             rising = [c for c in comparisons if c.large_enough(policy) or c.holding(policy)]
             shown = min(rising, key=lambda c: (c.p_value, c.days)) if rising else comparisons[-1]
             out.setdefault(stage, {})[key[1:]] = SeriesNight(
-                key[1], key[2], shown, evidence,
-                evidence >= self.threshold and any(c.large_enough(policy) for c in comparisons),
+                key[1], key[2], shown, evidence, bar,
+                evidence >= bar and any(c.large_enough(policy) for c in comparisons),
                 any(c.holding(policy) for c in comparisons))
         return out
 
     def restart(self, stage: str, night: int) -> None:
         """An alert of the stage resolved tonight: its charts count only later cohorts."""
-        for key, stage_charts in self.charts.items():
+        for key, chart in self.charts.items():
             if key[0] == stage:
-                for chart in stage_charts:
-                    chart.restart(night - self.counts.first)
+                chart.restart(night - self.counts.first)
 
 
 def policies(con: duckdb.DuckDBPyConnection) -> dict[str, AlertPolicy]:
@@ -143,10 +148,11 @@ def night_results(con: duckdb.DuckDBPyConnection, journey_id: str, final_stage: 
 
 @dataclass
 class Alert:
+    """An open alert: its alerts row, the series that opened it and the rise it opened with."""
+
     row: dict
     lead: tuple             # (dimension, value) of the series that opened it
     opened_rise: float
-    nights: list = field(default_factory=list)
 
 
 def replay_alerts(con: duckdb.DuckDBPyConnection, journey_policies: dict[str, AlertPolicy] | None = None) -> pa.Table:
@@ -181,9 +187,9 @@ def replay(con: duckdb.DuckDBPyConnection,
                     if openers:
                         lead = series.get(WHOLE) if series.get(WHOLE) in openers else max(
                             openers, key=lambda s: (s.evidence, s.label))
-                        alert = open_alerts[stage] = _opened(journey_id, stage, night, lead, monitor.threshold)
+                        alert = open_alerts[stage] = _opened(journey_id, stage, night, lead)
                         rows.append(alert.row)
-                        _record(alert, night, lead, series, monitor.threshold, nights, slices)
+                        _record(alert, night, lead, series, nights, slices)
                     continue
                 lead = series.get(alert.lead)
                 whole = series.get(WHOLE)
@@ -196,7 +202,7 @@ def replay(con: duckdb.DuckDBPyConnection,
                     row["status"], row["resolved_date"], row["updated_date"] = "resolved", night, night
                     del open_alerts[stage]
                     monitor.restart(stage, number)
-                _record(alert, night, lead, series, monitor.threshold, nights, slices)
+                _record(alert, night, lead, series, nights, slices)
     rows.sort(key=lambda r: (r["opened_date"], r["journey_id"], r["stage"]))
     nights.sort(key=lambda r: (r["night"], r["alert_id"]))
     slices.sort(key=lambda r: (r["night"], r["alert_id"], r["dimension"], r["dimension_value"]))
@@ -204,14 +210,14 @@ def replay(con: duckdb.DuckDBPyConnection,
             pa.Table.from_pylist(slices, schema=ALERT_SLICES))
 
 
-def _opened(journey_id: str, stage: str, night: date, lead: SeriesNight, limit: float) -> Alert:
+def _opened(journey_id: str, stage: str, night: date, lead: SeriesNight) -> Alert:
     row = {"alert_id": f"{journey_id}:{stage}:{night.isoformat()}", "journey_id": journey_id, "stage": stage,
            "opened_by": lead.label, "opened_date": night, "escalated_date": None, "resolved_date": None,
-           "status": "open", "threshold": limit}
+           "status": "open", "threshold": lead.threshold}
     return Alert(row, (lead.dimension, lead.value), lead.comparison.relative_rise)
 
 
-def _record(alert: Alert, night: date, lead: SeriesNight | None, series: dict[tuple, SeriesNight], limit: float,
+def _record(alert: Alert, night: date, lead: SeriesNight | None, series: dict[tuple, SeriesNight],
             nights: list[dict], slices: list[dict]) -> None:
     """Tonight's figures: the alert's latest, its alert_nights row and its breakdown's
     alert_slices rows (the slices showing the rise, those with most missing movers first)."""
@@ -219,7 +225,7 @@ def _record(alert: Alert, night: date, lead: SeriesNight | None, series: dict[tu
     base = {"alert_id": row["alert_id"], "journey_id": row["journey_id"], "night": night}
     if lead is None:
         row["updated_date"] = night
-        nights.append({**base, "status": row["status"], "threshold": limit,
+        nights.append({**base, "status": row["status"], "threshold": row["threshold"],
                        "message": f"{row['stage']}: no recent entrants to judge"})
         return
     carrying = sorted((s for key, s in series.items() if key != WHOLE and s.holds),
@@ -230,10 +236,10 @@ def _record(alert: Alert, night: date, lead: SeriesNight | None, series: dict[tu
     row.update(updated_date=night, baseline_drop_rate=c.baseline_rate, recent_drop_rate=c.recent_rate,
                relative_rise=c.relative_rise, p_value=c.p_value, evidence=lead.evidence, breakdown=breakdown or None,
                message=f"{row['stage']}{where}: heading for {c.recent_rate:.1%} drop-off vs {c.baseline_rate:.1%} "
-                       f"before ({c.relative_rise:+.0%}, evidence {lead.evidence:.1f} vs {limit:.1f} to alert): "
+                       f"before ({c.relative_rise:+.0%}, evidence {lead.evidence:.1f} vs {lead.threshold:.1f} to alert): "
                        f"{c.moved_on:,} of the {c.recent_n:,} customers who entered in the last {c.days} day(s) "
                        f"moved on, {c.expected:,.1f} expected at the pace of the {c.baseline_n:,} before them")
-    nights.append({**base, "status": row["status"], **_figures(c), "evidence": lead.evidence, "threshold": limit,
+    nights.append({**base, "status": row["status"], **_figures(c), "evidence": lead.evidence, "threshold": lead.threshold,
                    **{name: row[name] for name in ("baseline_drop_rate", "recent_drop_rate", "relative_rise",
                                                    "p_value", "breakdown", "message")}})
     slices.extend({**base, "dimension": s.dimension, "dimension_value": s.value, **_figures(s.comparison),
