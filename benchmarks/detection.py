@@ -17,8 +17,8 @@ the stage drop out `factor` times as often. Per stage, size and factor:
   stray    = an incident sample alerted before the onset or on another stage;
   quiet    = a clean sample raised no alert at all over its 45 nights;
   oracle   = a CUSUM of the same nightly moves told the true hazards before and after the
-             onset (pooled from every clean sample before the onset, and from every incident
-             sample of that stage and factor after it) and watching that stage's whole series
+             onset (pooled from every clean sample and every incident sample of that stage and
+             factor before the onset, and from those incident samples after it) and watching that stage's whole series
              alone, with the threshold log(stages / significance) that gives the journey the
              same false-alarm rate: the physical limit for that rate.
 
@@ -253,7 +253,7 @@ def _oracle(group: list[Sample], clean: list[Sample], seen: dict, stage: str, on
         return risk, moved
 
     # entry night index i is day first + i of the sample (day 0 = the sample's first)
-    h0 = hazard(*pooled(clean, lambda first: slice(7 - first, onset - first)))
+    h0 = hazard(*pooled(clean + group, lambda first: slice(7 - first, onset - first)))  # before any onset
     risk, moved = pooled(group, lambda first: slice(onset - first, None))
     h1 = np.where(risk > 0, (moved + 0.5) / (risk + 1), h0)  # ages not seen after the onset: no change known
     limit = math.log(len(STAGES) / significance)

@@ -13,7 +13,10 @@ not read back from the pipeline's output.
   buy again (x3 of a 50% drop-out). Those who go on do it by onboarding about a day later
   (unchanged) or by a repeat purchase about 9 days later, so nothing differs before the
   first incident entrants are 5 days old: an alert for first_purchase comes once they are,
-  and none before. Every other stage of that sample is clean: no alert there."""
+  and none before. With some 40 first purchases a day (10,000 customers over 40 days) the
+  evidence builds up slowly; this sample's journey uses significance 0.01 to keep the test
+  to 40 nights (benchmarks/detection.py measures the default at 20,000 customers). Every
+  other stage of that sample is clean: no alert there."""
 from __future__ import annotations
 
 import re
@@ -35,16 +38,17 @@ from tests.conftest import webhook
 
 CUSTOMERS, ONSET = 10_000, 21
 VERIFY, SLOW = Incident("verify", ONSET, 2.0), Incident("first_purchase", ONSET, 3.0)
-NIGHTS = {VERIFY: 23, SLOW: 33}
+NIGHTS = {VERIFY: 23, SLOW: 40}
 JOURNEYS = str(Path(sys.executable).with_name("journeys"))
 
 
-def journey_file(folder: Path) -> str:
-    """The subscription map with a 14-day baseline, so 23 nights hold a full one before day 21."""
+def journey_file(folder: Path, significance: str = "0.001") -> str:
+    """The subscription map with a 14-day baseline, so 23 nights hold one before day 21."""
     text = BUILTIN_JOURNEYS["subscription"].read_text()
-    assert "baseline_window: 28d" in text
-    path = folder / "subscription.yaml"
-    path.write_text(text.replace("baseline_window: 28d", "baseline_window: 14d"))
+    assert "baseline_window: 28d" in text and "significance: 0.001" in text
+    path = folder / f"subscription-{significance}.yaml"
+    path.write_text(text.replace("baseline_window: 28d", "baseline_window: 14d")
+                    .replace("significance: 0.001", f"significance: {significance}"))
     return str(path)
 
 
@@ -72,11 +76,10 @@ def backfill_sample(root: Path, journey: str, incident: Incident, seed: int, url
 def samples(tmp_path_factory):
     """Both samples backfilled at once: (verify, first_purchase), each with the webhook bodies it sent."""
     root = tmp_path_factory.mktemp("detection")
-    journey = journey_file(root)
     with ExitStack() as stack, ThreadPoolExecutor(2) as pool:
         hooks = [stack.enter_context(webhook()) for _ in range(2)]
-        runs = [pool.submit(backfill_sample, root / "verify", journey, VERIFY, 101, hooks[0][0]),
-                pool.submit(backfill_sample, root / "slow", journey, SLOW, 101, hooks[1][0])]
+        runs = [pool.submit(backfill_sample, root / "verify", journey_file(root), VERIFY, 101, hooks[0][0]),
+                pool.submit(backfill_sample, root / "slow", journey_file(root, "0.01"), SLOW, 101, hooks[1][0])]
         results = [run.result() for run in runs]
         for result, (_, received) in zip(results, hooks):
             result["received"] = list(received)
@@ -112,5 +115,5 @@ def test_a_slow_stage_incident_is_alerted_once_its_entrants_are_old_enough(sampl
     onset = sample["start"] + timedelta(days=ONSET)
     assert [a["stage"] for a in sample["alerts"]] == ["first_purchase"], sample["alerts"]  # nothing elsewhere
     [alert] = sample["alerts"]
-    assert onset + timedelta(days=5) <= alert["opened_date"] <= onset + timedelta(days=11)
+    assert onset + timedelta(days=5) <= alert["opened_date"] <= onset + timedelta(days=18)
     assert [r for r in sample["received"] if "[NEW] subscription: first_purchase: heading for" in r["message"]]

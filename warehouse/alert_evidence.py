@@ -1,19 +1,20 @@
 """The evidence that a stage's drop-off is rising, from counts of its entrants as known at
 each age (nights since their entry night, 0 = tonight's), per entry time of day:
 
-* `compare`: how far behind the baseline's pace of moving on the recent entrants are, by
-  now (observed against expected movers, scanned over the last 1, 2, ... nights' entrants):
-  the size of the rise, for the relative-rise floor, holding an open alert and the message;
-* `steps` + `Chart`: tonight's news alone — of the customers still in the stage last night,
-  how many moved on tonight, at each age, against the baseline's hazard at that age — as a
-  log-likelihood ratio accumulated night after night (a one-sided CUSUM). Every night adds
-  only what is new, so evidence of a slow stage builds up as its cohorts age, at every age
-  up to the stage's horizon, and the Wald bound P(false alarm in a quiet stretch of n nights)
-  <= n * exp(-threshold) calibrates it without simulation.
+* `compare`: how far behind the baseline's hazards of moving on the recent entrants are, by
+  now (observed against expected movers, log-rank style, scanned over the last 1, 2, ...
+  nights' entrants), and the drop-off they are heading for: the size of the rise, for the
+  relative-rise floor, holding an open alert and the message;
+* `steps` + `Chart`: the moves at each age — of the customers still in the stage as known the
+  night before, how many moved on by the next — as a likelihood ratio against the baseline's
+  hazards, averaged over designs of the change and accumulated over entry nights (a one-sided
+  CUSUM). Evidence of a slow stage builds up as its cohorts age, at every age up to the
+  stage's horizon, and Ville's inequality calibrates it without simulation.
 
-The alternative a chart looks for is "drop-off rose by a factor (1 + rise)": the share of
+The alternative a design looks for is "drop-off rose by a factor (1 + rise)": the share of
 entrants who never move on goes from p to p * (1 + rise), and those who do move on keep the
-baseline's timing (cumulative share moved by age a scaled by rho = (1 - p (1 + rise)) / (1 - p)).
+baseline's timing (cumulative share moved by age a scaled by rho = (1 - p (1 + rise)) / (1 - p)),
+among every entrant or among those still in after the fast movers have gone.
 """
 from __future__ import annotations
 

@@ -6,19 +6,18 @@ segment), the customers who entered it within its horizon (`alert_counts.horizon
 p90 time in stage or SLA, at least `recent_window` nights) are compared with the baseline's
 entrants at the same ages (warehouse.alert_evidence):
 
-* tonight's moves — of the customers still in the stage as known last night, how many moved
-  on tonight, at each age — are scored against the baseline's hazard at that age, for four
-  design rises of drop-off (1, 2, 4 and 8 x `min_relative_rise`), each a one-sided CUSUM of
-  the nightly log-likelihood ratio that accumulates the evidence across nights;
-* an alert opens for the stage when some series' CUSUM passes the threshold
-  log(charts / significance) — over all the journey's charts, so a quiet journey alerts on
-  a night with chance at most `significance` (the Wald bound) — and the rise the series'
+* their moves at each age are scored against the baseline's hazard at that age, for eight
+  designs of a rise in drop-off, and accumulated in a CUSUM over entry nights of the mixture
+  likelihood ratio, weighed by how well the baseline predicts them;
+* an alert opens for the stage when some series' chart passes its bar — the stages' own
+  series share STAGE_SHARE of the journey's `significance`, their slices the rest, so a quiet
+  journey alerts on a night with chance at most `significance` — and the rise the series'
   recent entrants are heading for passes `min_relative_rise` on `min_sample` customers on
   both sides, for some scan of the last 1, 2, ... nights' entrants;
 * an open alert is escalated when its rise grows half again past where it opened, and holds
   while the stage or the series that opened it still shows a rise of half the
   `min_relative_rise` at an uncorrected HOLD_SIGNIFICANCE, whatever the sample sizes; then it
-  is resolved and the stage's charts start again from tomorrow's entrants;
+  is resolved and the stage's charts count only the cohorts entering after it;
 * each night of an open alert keeps the slices that show the rise (at the holding bars) with
   their figures: its breakdown.
 
