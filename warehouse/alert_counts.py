@@ -71,12 +71,18 @@ def read_counts(con: duckdb.DuckDBPyConnection, journey_id: str, final_stage: st
                        {"journey": journey_id, "final": final_stage, "ages": AGE_CAP, "day": DAY_US,
                         "slot": DAY_US // SLOTS}).fetchnumpy()
     series: dict[tuple, np.ndarray] = {}
-    keys = list(zip(rows["stage"], rows["dimension"], rows["value"]))
-    cells = (rows["entry_night"].astype(int) - first, rows["age"].astype(int), rows["slot"].astype(int))
-    for index, key in enumerate(keys):
-        if 0 <= cells[0][index] <= last - first:
-            counts = series.setdefault(key, np.zeros((last - first + 1, AGE_CAP, SLOTS, 2)))
-            counts[cells[0][index], cells[1][index], cells[2][index]] = (rows["n"][index], rows["moved"][index])
+    entry = rows["entry_night"].astype(int) - first
+    inside = (entry >= 0) & (entry <= last - first)
+    labels = np.char.add(np.char.add(np.char.add(rows["stage"].astype(str), "\x1f"),
+                                     np.char.add(rows["dimension"].astype(str), "\x1f")), rows["value"].astype(str))
+    names, which = np.unique(labels[inside], return_inverse=True)
+    entry, age, slot = entry[inside], rows["age"].astype(int)[inside], rows["slot"].astype(int)[inside]
+    values = np.stack([rows["n"][inside], rows["moved"][inside]], axis=1).astype(float)
+    for index, name in enumerate(names):
+        mine = which == index
+        counts = np.zeros((last - first + 1, AGE_CAP, SLOTS, 2))
+        counts[entry[mine], age[mine], slot[mine]] = values[mine]
+        series[tuple(name.split("\x1f"))] = counts
     published = np.zeros(last - first + 1 + AGE_CAP, dtype=bool)
     published[np.array(nights) - first] = True
     entry = np.arange(last - first + 1)[:, None]

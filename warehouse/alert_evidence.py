@@ -228,7 +228,7 @@ class Chart:
     def __init__(self, designs: tuple[Design, ...], first: int = 0):
         self.designs = designs
         self.first = first       # the first cohort (entry night index) judged
-        self.frozen: dict[int, np.ndarray] = {}  # cohort past the horizon -> its evidence per design, for good
+        self.frozen: list[np.ndarray] = []  # cohorts first, first + 1, ... past the horizon: evidence per design
 
     def add(self, at_risk: np.ndarray, movers: np.ndarray, h0: np.ndarray, tonight: int, span: int,
             weights: np.ndarray | None = None, h1: tuple[np.ndarray, ...] | None = None) -> float:
@@ -239,30 +239,26 @@ class Chart:
         benchmark's oracle)."""
         weights = np.ones(span) if weights is None else weights
         h1 = tuple(d.hazards(h0) for d in self.designs) if h1 is None else h1
+        passed = np.arange(self.first + len(self.frozen), tonight - span + 1)  # past the horizon tonight
+        if len(passed):
+            risk, moved = at_risk[passed, :span], movers[passed, :span]
+            cells = np.array([log_likelihood_ratio(risk, moved, h0[None], h[None]).sum(axis=(1, 2)) for h in h1])
+            self.frozen.extend(weights[-1] * cells.T)
         live = np.arange(max(self.first, tonight - span + 1), tonight + 1)
         seen = (np.arange(span)[None, :] <= (tonight - live)[:, None])[..., None]
         risk, moved = at_risk[live, :span] * seen, movers[live, :span] * seen
         evidence = np.array([log_likelihood_ratio(risk, moved, h0[None], h[None]).sum(axis=(1, 2)) for h in h1])
-        for cohort in range(self.first, tonight - span + 1):  # past the horizon tonight: frozen as known
-            if cohort not in self.frozen:
-                at = np.array([cohort])
-                cells = [log_likelihood_ratio(at_risk[at, :span], movers[at, :span], h0[None], h[None]).sum() for h in h1]
-                self.frozen[cohort] = weights[-1] * np.array(cells)
-        # sums per design from each onset: over the live cohorts (latest first), then the frozen ones
-        suffix = np.cumsum(evidence[:, ::-1], axis=1) * weights[None, :len(live)]
-        older = sorted((c for c in self.frozen if c >= self.first), reverse=True)
-        base = suffix[:, -1] if len(live) else np.zeros(len(h1))
-        sums = [suffix[:, k] for k in range(len(live))]
-        for cohort in older:
-            base = base + self.frozen[cohort]
-            sums.append(base)
-        if not sums:
+        # summed evidence per design from each onset: the live cohorts (latest first), then the frozen ones
+        sums = (np.cumsum(evidence[:, ::-1], axis=1) * weights[None, :len(live)]).T
+        if self.frozen:
+            total = sums[-1] if len(sums) else np.zeros(len(h1))
+            sums = np.vstack([sums, total + np.cumsum(np.array(self.frozen)[::-1], axis=0)])
+        if not len(sums):
             return 0.0
-        stacked = np.array(sums)  # [onset, design]
-        top = stacked.max(axis=1, keepdims=True)
-        mixture = top[:, 0] + np.log(np.exp(stacked - top).mean(axis=1))
+        top = sums.max(axis=1, keepdims=True)
+        mixture = top[:, 0] + np.log(np.exp(sums - top).mean(axis=1))
         return float(max(0.0, mixture.max()))
 
     def restart(self, tonight: int) -> None:
         """After an alert resolves: only cohorts entering from tomorrow count."""
-        self.first = tonight + 1
+        self.first, self.frozen = tonight + 1, []
