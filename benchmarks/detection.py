@@ -18,9 +18,9 @@ the stage drop out `factor` times as often. Per stage, size and factor:
   quiet    = a clean sample raised no alert at all over its 45 nights;
   oracle   = a CUSUM of the same nightly moves told the true hazards before and after the
              onset (pooled from every clean sample and every incident sample of that stage and
-             factor before the onset, and from those incident samples after it) and watching that stage's whole series
-             alone, with the threshold log(stages / significance) that gives the journey the
-             same false-alarm rate: the physical limit for that rate.
+             factor before the onset, and from those incident samples after it), watching the
+             stage's whole series alone, with the threshold log(1 / significance) that gives
+             the stage the same false-alarm rate: the physical limit for that rate.
 
 The lakes are kept under --work, so evaluating again (another significance, another rule)
 costs minutes, not the hours of building:
@@ -256,7 +256,7 @@ def _oracle(group: list[Sample], clean: list[Sample], seen: dict, stage: str, on
     h0 = hazard(*pooled(clean + group, lambda first: slice(7 - first, onset - first)))  # before any onset
     risk, moved = pooled(group, lambda first: slice(onset - first, None))
     h1 = np.where(risk > 0, (moved + 0.5) / (risk + 1), h0)  # ages not seen after the onset: no change known
-    limit = math.log(len(STAGES) / significance)
+    limit = math.log(1 / significance)
     delays = []
     for s in group:
         first, at_risk, moved = seen[s].moves[stage]

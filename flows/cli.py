@@ -384,7 +384,7 @@ def _alerts(args) -> int:
     for a in rows:
         until = f", resolved {a['resolved_date']}" if a["resolved_date"] else f", updated {a['updated_date']}"
         print(f"{a['status'].upper():<10} {a['journey_id']} / {a['stage']}: opened {a['opened_date']} "
-              f"(evidence first in {a['opened_by']}){until}")
+              f"(first seen in: {a['opened_by']}){until}")
         print(f"  {a['message']}")
         for s in breakdown.get(a["alert_id"], []):
             print(f"    {breakdown_line(s)}")

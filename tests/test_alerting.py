@@ -174,7 +174,7 @@ def test_an_incident_opens_one_alert_escalates_and_resolves_when_it_recovers():
     assert opened["recent_drop_rate"] == pytest.approx(0.9) and opened["relative_rise"] == pytest.approx(2.0)
     assert opened["message"].startswith("verify: heading for 90.0% drop-off vs 30.0% before (+200%, evidence ")
     assert "20 of the 200 customers who entered in the last 1 day(s) moved on, 140.0 expected" in opened["message"]
-    assert opened["evidence"] > opened["threshold"] == pytest.approx(math.log(1 / (0.75 * 0.01)))  # the one stage's bar
+    assert opened["evidence"] > opened["threshold"] == pytest.approx(math.log(1 / (0.75 * 0.01)))  # the stage's own bar
     assert opened["breakdown"] == "channel web +200%, segment s +200%"
 
 

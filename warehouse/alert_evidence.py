@@ -28,7 +28,7 @@ from journey_defs.model import AlertPolicy
 HOLD_SIGNIFICANCE = 0.05  # an open alert holds while some scan length shows a rise at this level,
 HOLD_RISE = 0.5  # of at least this share of the journey's min_relative_rise
 DESIGN_RISES = (1, 2, 4, 8)  # design rises of 1, 2, 4, 8 x min_relative_rise, each for all movers and late ones
-STAGE_SHARE = 0.75  # of the journey's significance, for the stages' own series (the rest for slices)
+STAGE_SHARE = 0.75  # of a stage's significance, for its own series (the rest for its slices)
 MAX_DROP = 0.99  # an alternative never has every entrant drop: one mover would refute it forever
 
 
@@ -183,9 +183,8 @@ def log_likelihood_ratio(at_risk: np.ndarray, movers: np.ndarray, h0: np.ndarray
 
 def threshold(policy: AlertPolicy, charts: int, share: float) -> float:
     """The CUSUM threshold keeping the chance that any of `charts` alerts on a night below
-    `share` of the journey's `significance` (see `Chart`). The stages' own charts get
-    STAGE_SHARE, their slices' the rest: a quiet journey alerts on a night with chance at
-    most `significance`."""
+    `share` of the `significance` (see `Chart`). Per stage, its own series gets STAGE_SHARE and
+    its slices the rest: a quiet stage alerts on a night with chance at most `significance`."""
     return math.log(max(charts, 1) / (share * policy.significance))
 
 

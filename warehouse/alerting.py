@@ -9,9 +9,9 @@ entrants at the same ages (warehouse.alert_evidence):
 * their moves at each age are scored against the baseline's hazard at that age, for eight
   designs of a rise in drop-off, and accumulated in a CUSUM over entry nights of the mixture
   likelihood ratio, weighed by how well the baseline predicts them;
-* an alert opens for the stage when some series' chart passes its bar — the stages' own
-  series share STAGE_SHARE of the journey's `significance`, their slices the rest, so a quiet
-  journey alerts on a night with chance at most `significance` — and the rise the series'
+* an alert opens for the stage when some series' chart passes its bar — the stage's own
+  series gets STAGE_SHARE of the `significance`, its slices the rest, so a quiet stage alerts
+  on a night with chance at most `significance` — and the rise the series'
   recent entrants are heading for passes `min_relative_rise` on `min_sample` customers on
   both sides, for some scan of the last 1, 2, ... nights' entrants;
 * an open alert is escalated when its rise grows half again past where it opened, and holds
@@ -66,10 +66,10 @@ class Monitor:
 
     def __init__(self, counts: Counts, policy: AlertPolicy):
         self.counts, self.policy = counts, policy
-        stages = sum(key[1:] == WHOLE for key in counts.series)
-        self.thresholds = (threshold(policy, stages, STAGE_SHARE),
-                           threshold(policy, len(counts.series) - stages, 1 - STAGE_SHARE))
-        """The bars of the stages' own series and of their slices (see `threshold`)."""
+        slices = {stage: sum(k[0] == stage and k[1:] != WHOLE for k in counts.series) for stage, *_ in counts.series}
+        self.thresholds = {stage: (threshold(policy, 1, STAGE_SHARE), threshold(policy, n, 1 - STAGE_SHARE))
+                           for stage, n in slices.items()}
+        """Per stage, the bars of its own series and of its slices (see `threshold`)."""
         self.designs = designs(policy)
         self.charts: dict[tuple, Chart] = {key: Chart(self.designs) for key in counts.series}
         self.at_risk, self.moved, self.started = {}, {}, set()
@@ -109,7 +109,7 @@ class Monitor:
                 chart.first = max(chart.first, high)
             weights = np.array([trust(c) for c in comparisons])  # per scan: how well the baseline predicts it
             evidence = chart.add(risk, moved, h0, t, span, weights=weights)
-            bar = self.thresholds[key[1:] != WHOLE]
+            bar = self.thresholds[stage][key[1:] != WHOLE]
             rising = [c for c in comparisons if c.large_enough(policy) or c.holding(policy)]
             shown = min(rising, key=lambda c: (c.p_value, c.days)) if rising else comparisons[-1]
             out.setdefault(stage, {})[key[1:]] = SeriesNight(
