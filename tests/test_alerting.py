@@ -188,6 +188,10 @@ def test_a_slow_stage_is_judged_at_every_age_up_to_its_horizon():
     alerts = replay_alerts(con).to_pylist()
     assert [a["stage"] for a in alerts] == ["verify"], alerts
     assert START + timedelta(days=49) <= alerts[0]["opened_date"] <= START + timedelta(days=51)
+    # the incident never ends: the alert stays open, judged by the baseline (and horizon) of the
+    # night it opened, not by the incident's own entrants once they are 28 nights old
+    assert alerts[0]["status"] == "open" and alerts[0]["baseline_drop_rate"] == pytest.approx(0.275)
+    assert alerts[0]["recent_drop_rate"] == pytest.approx(0.55)
     assert replay_alerts(build_paths(days=70, incident_from=None)).num_rows == 0
 
 

@@ -14,6 +14,8 @@ entrants at the same ages (warehouse.alert_evidence):
   on a night with chance at most `significance` — and the rise the series'
   recent entrants are heading for passes `min_relative_rise` on `min_sample` customers on
   both sides, for some scan of the last 1, 2, ... nights' entrants;
+* while an alert is open, the stage's baseline and horizon stay the ones of the night it
+  opened: the incident's own entrants never become the normal it is judged by;
 * an open alert is escalated when its rise grows half again past where it opened, and holds
   while the stage or the series that opened it still shows a rise of half the
   `min_relative_rise` at an uncorrected HOLD_SIGNIFICANCE, whatever the sample sizes; then it
@@ -73,6 +75,7 @@ class Monitor:
         self.designs = designs(policy)
         self.charts: dict[tuple, Chart] = {key: Chart(self.designs) for key in counts.series}
         self.at_risk, self.moved, self.started = {}, {}, set()
+        self.held: dict[str, int] = {}  # stage -> the night its open alert opened: its baseline stays as then
         for key, cells in counts.series.items():
             zero = np.zeros((1, *cells.shape[1:3]))
             at_risk, moved = steps(cells, counts.known)
@@ -85,12 +88,14 @@ class Monitor:
         counts, policy, out = self.counts, self.policy, {}
         for key, cells in counts.series.items():
             stage = key[0]
-            span = counts.horizons[(night, stage)]
+            span = counts.horizons[(self.held.get(stage, night), stage)]
             t = night - counts.first
+            then = self.held.get(stage, night) - counts.first  # the night the baseline is taken for
             ages = np.arange(span)
             # baseline entry nights: the baseline window before the horizon's, never the first nights
-            low = max(t - span - policy.baseline_window.days + 1, counts.first_entry + policy.recent_window.days - counts.first)
-            high = t - span + 1
+            low = max(then - span - policy.baseline_window.days + 1,
+                      counts.first_entry + policy.recent_window.days - counts.first)
+            high = then - span + 1
             entrants = cells[t - ages, ages, :, 0].sum(axis=1)  # each recent cohort as known tonight
             if high <= low or not entrants.any():
                 continue
@@ -118,8 +123,16 @@ class Monitor:
                 any(c.holding(policy) for c in comparisons))
         return out
 
+    def hold(self, stage: str, night: int) -> None:
+        """An alert of the stage opened tonight: until it resolves, its baseline and horizon
+        stay the ones of tonight, so the incident's own entrants never become the normal it
+        is judged by (nor shorten the horizon, when the movers it stops were the slow ones)."""
+        self.held[stage] = night
+
     def restart(self, stage: str, night: int) -> None:
-        """An alert of the stage resolved tonight: its charts count only later cohorts."""
+        """An alert of the stage resolved tonight: its baseline moves on again and its charts
+        count only later cohorts."""
+        self.held.pop(stage, None)
         for key, chart in self.charts.items():
             if key[0] == stage:
                 chart.restart(night - self.counts.first)
@@ -187,6 +200,7 @@ def replay(con: duckdb.DuckDBPyConnection,
                         lead = series.get(WHOLE) if series.get(WHOLE) in openers else max(
                             openers, key=lambda s: (s.evidence, s.label))
                         alert = open_alerts[stage] = _opened(journey_id, stage, night, lead)
+                        monitor.hold(stage, number)
                         rows.append(alert.row)
                         _record(alert, night, lead, series, nights, slices)
                     continue
