@@ -71,13 +71,11 @@ def test_the_nights_moves_and_the_cusum_over_entry_nights():
     assert 1 - (1 - h1[0, 0]) * (1 - h1[1, 0]) == pytest.approx(1 - 0.375)  # share moving on by the end
     cell = log_likelihood_ratio(np.array([[100.0]]), np.array([[30.0]]), np.array([[0.5]]), np.array([[0.4]]))
     assert cell[0, 0] == pytest.approx(30 * math.log(0.4 / 0.5) + 70 * math.log(0.6 / 0.5))
-    # a change sparing the fast movers: from the age half the movers have moved by, the same drop
-    # among those still in; the hazards before it are the baseline's
+    # a change sparing the fast movers: from the age half the movers have moved by, the
+    # hazard scaled; the hazards before it are the baseline's
     slow = np.array([[0.4], [0.0], [0.2], [0.2]])
     assert late_start(slow) == 1  # 40% of 61.6% move at age 0
-    late = alternative(slow, 0.25, late_start(slow))
-    assert late[0, 0] == 0.4 and late[2, 0] < 0.2
-    assert np.prod(1 - late) == pytest.approx(np.prod(1 - slow) * 1.25)  # the drop-off rose by 25% all the same
+    assert Design(late_ratio=0.5).hazards(slow)[:, 0].tolist() == [0.4, 0.0, 0.1, 0.1]
     # tonight's evidence is believed as far as the baseline's sampling error leaves it
     assert trust(Comparison(1, 100, 50, 60.0, 40.0, 500, 0.4, baseline_variance=10.0)) == pytest.approx(0.75)
     # five normal cohorts, then three where only 20 of 100 move at age 0 (half expected)

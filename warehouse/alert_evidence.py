@@ -27,7 +27,8 @@ from journey_defs.model import AlertPolicy
 
 HOLD_SIGNIFICANCE = 0.05  # an open alert holds while some scan length shows a rise at this level,
 HOLD_RISE = 0.5  # of at least this share of the journey's min_relative_rise
-DESIGN_RISES = (1, 2, 4, 8)  # design rises of 1, 2, 4, 8 x min_relative_rise, each for all movers and late ones
+DESIGN_RISES = (1, 2, 4, 8)  # designs for every mover: drop-off rose by 1, 2, 4, 8 x min_relative_rise
+LATE_RATIOS = (0.7, 0.5, 0.3, 0.1)  # designs for the late movers: their hazard of moving on times these
 STAGE_SHARE = 0.75  # of a stage's significance, for its own series (the rest for its slices)
 MAX_DROP = 0.99  # an alternative never has every entrant drop: one mover would refute it forever
 
@@ -143,24 +144,15 @@ def hazard(at_risk: np.ndarray, movers: np.ndarray) -> np.ndarray:
     return np.divide(movers, at_risk, out=np.zeros(at_risk.shape), where=at_risk > 0)
 
 
-def alternative(h0: np.ndarray, rise: float, start: int = 0) -> np.ndarray:
-    """The hazards [age, time of day] if drop-off rose by `rise` among the customers still in
-    the stage at age `start` (0: all): the movers' timing kept, their share scaled by rho
-    (per time of day, from the baseline's drop at the last age). A later `start` is a change
-    that spares the fast movers: at first purchase, customers onboarded the next day as
-    before, but fewer buying again a week later."""
+def alternative(h0: np.ndarray, rise: float) -> np.ndarray:
+    """The hazards [age, time of day] if drop-off rose by `rise`: the movers' timing kept,
+    their share scaled by rho (per time of day, from the baseline's drop at the last age)."""
     survival = np.cumprod(1 - h0, axis=0)
-    still = survival[start - 1] if start else np.ones(h0.shape[1])
-    drop = np.divide(survival[-1], still, out=np.ones(h0.shape[1]), where=still > 0)  # of those still in
-    raised = np.minimum(np.divide(survival[-1] * (1 + rise), still, out=np.ones(h0.shape[1]), where=still > 0),
-                        MAX_DROP)
-    rho = np.divide(1 - raised, 1 - drop, out=np.ones(drop.shape), where=drop < 1)
-    tail = h0[start:]
-    before = np.vstack([np.ones((1, h0.shape[1])), np.cumprod(1 - tail, axis=0)[:-1]])
+    before = np.vstack([np.ones((1, h0.shape[1])), survival[:-1]])
+    drop = survival[-1]
+    rho = np.divide(1 - np.minimum(drop * (1 + rise), MAX_DROP), 1 - drop, out=np.ones(drop.shape), where=drop < 1)
     moved_before = 1 - before
-    changed = np.divide(rho * tail * before, 1 - rho * moved_before, out=np.zeros(tail.shape),
-                        where=rho * moved_before < 1)
-    return np.vstack([h0[:start], np.maximum(changed, 0)])
+    return np.divide(rho * h0 * before, 1 - rho * moved_before, out=np.zeros(h0.shape), where=rho * moved_before < 1)
 
 
 def late_start(h0: np.ndarray) -> int:
@@ -201,18 +193,24 @@ def trust(comparison: Comparison) -> float:
 
 @dataclass(frozen=True)
 class Design:
-    """One alternative to "no change": drop-off rose by `rise`, for every mover or only for
-    the late ones (see `alternative` and `late_start`)."""
+    """One alternative to "no change": drop-off rose by `rise` (see `alternative`), or, for a
+    late design, the hazard of moving on is `late_ratio` times the baseline's from the age by
+    which half its movers have moved (`late_start`): a change that spares the fast path, as
+    when onboarding goes on as before but fewer buy again a week later."""
 
-    rise: float
-    late: bool = False
+    rise: float = 0.0
+    late_ratio: float | None = None
 
     def hazards(self, h0: np.ndarray) -> np.ndarray:
-        return alternative(h0, self.rise, late_start(h0) if self.late else 0)
+        if self.late_ratio is None:
+            return alternative(h0, self.rise)
+        start = late_start(h0)
+        return np.vstack([h0[:start], h0[start:] * self.late_ratio])
 
 
 def designs(policy: AlertPolicy) -> tuple[Design, ...]:
-    return tuple(Design(k * policy.min_relative_rise, late) for late in (False, True) for k in DESIGN_RISES)
+    return (tuple(Design(k * policy.min_relative_rise) for k in DESIGN_RISES)
+            + tuple(Design(late_ratio=r) for r in LATE_RATIOS))
 
 
 class Chart:

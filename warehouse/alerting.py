@@ -107,7 +107,7 @@ class Monitor:
             h0 = hazard(base_risk, base_moved)
             seen = (ages[None, :] <= ages[:, None])[..., None]  # cohort of age k has reached ages 0 .. k
             comparisons = compare(risk[t - ages, :span] * seen, moved[t - ages, :span] * seen, entrants, h0, base_risk,
-                                  tuple(d.rise for d in self.designs if not d.late))
+                                  tuple(d.rise for d in self.designs if d.late_ratio is None))
             chart = self.charts[key]
             if key not in self.started:  # cohorts already in the baseline are not judged against it
                 self.started.add(key)
