@@ -275,11 +275,7 @@ def test_each_night_of_an_alert_is_kept_with_its_figures_and_breakdown_then():
     assert [(s["dimension"], s["dimension_value"], s["moved_on"]) for s in first_slices] == [
         ("channel", "web", 110), ("segment", "s", 110)]
 
-    con.register("a", alerts)
-    con.register("n", nights)
-    con.register("s", slices)
-    con.execute("CREATE TABLE alerts AS SELECT * FROM a; CREATE TABLE alert_nights AS SELECT * FROM n; "
-                "CREATE TABLE alert_slices AS SELECT * FROM s")
+    with_alert_tables(con, (alerts, nights, slices))
     [then] = alerts_open_on(con, "j", opened)
     assert (then["status"], then["message"]) == ("open", first["message"])
     assert [(s["dimension"], s["relative_rise"]) for s in then["slices"]] == [
@@ -287,3 +283,23 @@ def test_each_night_of_an_alert_is_kept_with_its_figures_and_breakdown_then():
     assert alerts_open_on(con, "j", opened - timedelta(days=1)) == ()
     assert alerts_open_on(con, "j", escalated)[0]["status"] == "escalated"
     assert alerts_open_on(con, "j", resolved) == ()  # resolved that night
+
+
+def test_the_report_shows_each_alert_once_with_its_breakdown_under_it():
+    """The report used to print "verify: " before a message that starts with the stage."""
+    from warehouse.report import _alerts
+
+    con = build(INCIDENT, days=36)
+    with_alert_tables(con, replay(con))
+    page = _alerts(alerts_open_on(con, "j", START + timedelta(days=35)))
+    assert page.count("<li><b>open</b>") == 1 and "verify: verify" not in page
+    assert page.count("verify: heading for") == 1
+    assert "channel web: heading for 45.0% drop-off vs 30.0% (+50%)" in page and "segment s: heading for" in page
+
+
+def with_alert_tables(con: duckdb.DuckDBPyConnection, replayed: tuple[pa.Table, pa.Table, pa.Table]) -> None:
+    """The replayed tables stored as publish stores them, for the report's readers."""
+    for name, table in zip(("alerts", "alert_nights", "alert_slices"), replayed):
+        con.register("_t", table)
+        con.execute(f"CREATE TABLE {name} AS SELECT * FROM _t")
+        con.unregister("_t")
