@@ -235,10 +235,14 @@ def _median(delays: list[int | None], group: list[Sample]) -> str:
 
 
 def _ratio(ours: str, best: str) -> str:
+    """Our median delay over the oracle's (both 0: 1; the oracle's 0 against ours: "-")."""
     try:
-        return f"{float(ours) / max(float(best), 1):.2f}" if float(best) else f"{float(ours) + 1:.2f}"
+        mine, limit = float(ours), float(best)
     except ValueError:
         return "-"
+    if not limit:
+        return "1.00" if not mine else "-"
+    return f"{mine / limit:.2f}"
 
 
 def _oracle(group: list[Sample], clean: list[Sample], seen: dict, stage: str, onset: int,
