@@ -122,7 +122,7 @@ def test_compare_expects_movers_at_the_baselines_hazard_of_each_age_and_time_of_
     assert (two.recent_n, two.moved_on) == (50, 15) and two.expected == pytest.approx(21.2)
     assert two.recent_rate == pytest.approx(0.25 * 0.7 * 5 / 6 + 0.75 * (26 / 30) * 0.5)
     assert two.relative_rise == pytest.approx(two.recent_rate / 0.4 - 1)
-    assert compare(at_risk, movers, np.array([30, 20]), h0, base_risk, (0.25,))[0].evidence > 0  # behind: evidence
+    assert compare(at_risk, movers, np.array([30, 20]), h0, base_risk, (alternative(h0, 0.25),))[0].evidence > 0
 
 
 def build(daily_drop: dict[int, float], days: int, per_day: int = 200, known_after: int = 0) -> duckdb.DuckDBPyConnection:

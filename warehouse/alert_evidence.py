@@ -95,7 +95,7 @@ class Comparison:
 
 
 def compare(at_risk: np.ndarray, movers: np.ndarray, entrants: np.ndarray, h0: np.ndarray,
-            baseline_at_risk: np.ndarray, rises: tuple[float, ...] = ()) -> list[Comparison]:
+            baseline_at_risk: np.ndarray, alternatives: tuple[np.ndarray, ...] = ()) -> list[Comparison]:
     """One comparison per scan length k (the entrants of the last 1 .. horizon nights), from
     the recent cohorts' cells [cohort (0 = tonight's), age, time of day] of those at risk and
     those who moved on, for the ages each has reached (zero beyond), their `entrants` as known
@@ -114,8 +114,7 @@ def compare(at_risk: np.ndarray, movers: np.ndarray, entrants: np.ndarray, h0: n
     recent_h = np.divide(moved, risk, out=np.minimum(1.0, h0[None] * pace), where=risk > 0)
     recent_rate = (np.prod(1 - recent_h, axis=1) * weights).sum(axis=1)
     evidence = np.zeros(len(n))
-    for rise in rises:
-        h1 = alternative(h0, rise)
+    for h1 in alternatives:  # the designs' hazards: the scan's evidence is the best one's
         evidence = np.maximum(evidence, log_likelihood_ratio(risk, moved, h0[None], h1[None]).sum(axis=(1, 2)))
     return [Comparison(k + 1, int(n[k]), int(observed[k]), float(expected[k]), float(own[k] + sampling[k]),
                        int(baseline_at_risk[0].sum()), baseline_rate, float(recent_rate[k]), float(evidence[k]),

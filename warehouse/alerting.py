@@ -106,14 +106,14 @@ class Monitor:
             base_moved = moved_sum[high, :span] - moved_sum[low, :span]
             h0 = hazard(base_risk, base_moved)
             seen = (ages[None, :] <= ages[:, None])[..., None]  # cohort of age k has reached ages 0 .. k
-            comparisons = compare(risk[t - ages, :span] * seen, moved[t - ages, :span] * seen, entrants, h0, base_risk,
-                                  tuple(d.rise for d in self.designs if d.late_ratio is None))
+            h1 = tuple(d.hazards(h0) for d in self.designs)
+            comparisons = compare(risk[t - ages, :span] * seen, moved[t - ages, :span] * seen, entrants, h0, base_risk, h1)
             chart = self.charts[key]
             if key not in self.started:  # cohorts already in the baseline are not judged against it
                 self.started.add(key)
                 chart.first = max(chart.first, high)
             weights = np.array([trust(c) for c in comparisons])  # per scan: how well the baseline predicts it
-            evidence = chart.add(risk, moved, h0, t, span, weights=weights)
+            evidence = chart.add(risk, moved, h0, t, span, weights=weights, h1=h1)
             bar = self.thresholds[stage][key[1:] != WHOLE]
             rising = [c for c in comparisons if c.large_enough(policy) or c.holding(policy)]
             shown = min(rising, key=lambda c: (c.p_value, c.days)) if rising else comparisons[-1]
