@@ -99,8 +99,3 @@ def receiver():
     with webhook() as hook:
         yield hook
 
-
-def pytest_collection_modifyitems(items):
-    """The longest file first: on two workers (`make test`) it then runs beside the others
-    instead of after them (its fixture builds two samples at once)."""
-    items.sort(key=lambda item: item.path.name != "test_detection.py")
