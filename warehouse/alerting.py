@@ -88,9 +88,9 @@ class Monitor:
         counts, policy, out = self.counts, self.policy, {}
         for key, cells in counts.series.items():
             stage = key[0]
-            span = counts.horizons[(self.held.get(stage, night), stage)]
-            t = night - counts.first
-            then = self.held.get(stage, night) - counts.first  # the night the baseline is taken for
+            judged_as_of = self.held.get(stage, night)  # the night the baseline and horizon are taken for
+            span = counts.horizons[(judged_as_of, stage)]
+            t, then = night - counts.first, judged_as_of - counts.first
             ages = np.arange(span)
             # baseline entry nights: the baseline window before the horizon's, never the first nights
             low = max(then - span - policy.baseline_window.days + 1,
