@@ -22,9 +22,9 @@ POINTS = {
     "commit-record": "the new commit record written beside the current one, before the rename",
     "commit-renamed": "the commit record renamed into place, before superseded files are removed",
     "cleanup": "the first superseded or abandoned folder removed",
-    "publish-copy": "the warehouse copied for the publish, before its transaction",
-    "publish-written": "the copy's transaction committed and checkpointed, before the rename",
-    "publish-renamed": "the copy renamed over the warehouse, before the folder is synced",
+    "publish-copy": "the warehouse generation to write opened (the one before, or a copy), before it is caught up",
+    "publish-written": "the generation's transaction committed and checkpointed, before the link is renamed",
+    "publish-renamed": "the link renamed over the warehouse path, before older generations are removed",
 }
 
 

@@ -20,6 +20,7 @@ import pytest
 from flows.cli import main
 from tests.warehouse_sample import DAYS, JOURNEY, LAST
 from lake import open_snapshot
+from warehouse.generations import current, generations
 from warehouse.publish import NothingToPublish, publish
 from warehouse.tables import ALL_TABLES, MIRRORED, PARTITION_COLUMN
 from warehouse.views import VIEWS
@@ -62,7 +63,7 @@ def test_publish_mirrors_every_lake_partition(sample, tmp_path):
         sum(open_snapshot(lake_dir).read("events", [d]).num_rows for d in DAYS),) * 2
     assert rows(warehouse, "SELECT stage FROM journey_maps ORDER BY stage_index") == [(s,) for s in JOURNEY.stage_ids]
     assert rows(warehouse, "SELECT count(*) FROM alerts") == [(0,)]
-    assert not list(tmp_path.glob("w.duckdb.publishing-*"))
+    assert [g.name for g in generations(warehouse)] == ["w.duckdb.gen-000001", "w.duckdb.gen-000002"]
 
 
 def test_views_agree_with_the_ground_truth(sample, tmp_path):
@@ -202,10 +203,11 @@ def test_a_publisher_killed_mid_way_leaves_the_last_state_and_the_next_one_succe
     finally:
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
-    assert list(tmp_path.glob("w.duckdb.publishing-*")), "the killed publisher's copy should be left behind"
+    left = [g for g in generations(warehouse) if g != current(warehouse)]
+    assert left, "the killed publisher's generation should be left behind, unseen"
     assert snapshot(warehouse) == before
     publish(lake_dir, warehouse, DAYS[2:], [JOURNEY], progress=quiet)
-    assert not list(tmp_path.glob("w.duckdb.publishing-*"))
+    assert len(generations(warehouse)) == 2  # the current one and the one before, for the next publish
     fresh = tmp_path / "fresh.duckdb"
     publish(lake_dir, fresh, DAYS, [JOURNEY], progress=quiet)
     assert snapshot(warehouse) == snapshot(fresh)

@@ -1,19 +1,20 @@
 """Publish lake partitions into the DuckDB warehouse file, atomically and idempotently.
 
-Why it works this way: DuckDB lets one process write a file or many read it, not both, and
-a file being written is a mix of old and new pages. So a publish never writes the file
-readers open. Under an exclusive lock (one publisher at a time) it copies the published
-file, replaces the day's partitions in the copy inside one transaction, checkpoints, fsyncs
-and renames the copy over the published file. Readers see the old file or the new one;
-a publisher killed at any point leaves only its copy behind, which the next publish
-removes. Publishing day D makes every table's `partition_date = D` rows equal the lake's
-partition D, so publishing twice gives the same tables and a range equals its days."""
+Why it works this way: readers must see the old warehouse or the new one, never a mix, and
+a killed publisher must lose nothing. The warehouse path is a link to its current
+generation (warehouse.generations); under an exclusive lock (one publisher at a time) a
+publish writes the generation before it, caught up to the current one, replaces the days'
+partitions in it inside one transaction, checkpoints, fsyncs and renames a new link over the
+path. So a night costs the rows of the night (and of the publish before it), not a copy of
+the whole file. A publisher killed at any point leaves the current generation untouched.
+Publishing day D makes every table's `partition_date = D` rows equal the lake's partition D,
+so publishing twice gives the same tables and a range equals its days."""
 from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -27,6 +28,7 @@ from journey_defs.model import JourneyMap
 from lake import Snapshot, crash, open_snapshot, writer_lock
 from lake.files import fsync_path
 from lake.load import insert_parquet
+from warehouse import generations
 from warehouse.alerting import replay
 from warehouse.tables import ALL_TABLES, JOURNEY_MAPS, MIRRORED, PARTITION_COLUMN, warehouse_schema
 from warehouse.views import create_views
@@ -75,22 +77,27 @@ def _publish(snapshot: Snapshot, path: Path, days: tuple[date, ...], journeys: S
     rows = dict.fromkeys(MIRRORED, 0)
     with _exclusive(path, lock_timeout):
         for stale in path.parent.glob(path.name + WORK_SUFFIX + "*"):
-            stale.unlink()  # left by a publisher that was killed: never visible to readers
-        work = path.with_name(f"{path.name}{WORK_SUFFIX}{os.getpid()}")
+            stale.unlink()  # left by a publisher of an older version that was killed: never visible to readers
+        now = generations.current(path)
+        work, con, behind = generations.open_writable(path, now, progress)
+        written = False
         try:
-            if path.exists():
-                shutil.copyfile(path, work)
-            crash.point("publish-copy", str(work))
-            con = duckdb.connect(str(work))
             try:
+                crash.point("publish-copy", str(work))
                 con.execute("SET enable_progress_bar = false")
-                con.execute("BEGIN TRANSACTION")
                 _create_tables(con)
+                if behind:
+                    copied = generations.catch_up(con, now, tuple(MIRRORED), ("journey_maps",), PARTITION_COLUMN)
+                    progress(f"publish: {work.name} caught up with {now.name} ({copied:,} rows)")
+                con.execute("BEGIN TRANSACTION")
+                publish_id = uuid.uuid4().hex
                 for day in days:
                     staged = 0
                     for table, (lake_table, schema) in MIRRORED.items():
                         n = _replace_partition(con, table, day, snapshot, lake_table, schema)
                         staged, rows[table] = staged + n, rows[table] + n
+                    con.execute(f"DELETE FROM {generations.PUBLISHED_DAYS} WHERE partition_date = ?", [day])
+                    con.execute(f"INSERT INTO {generations.PUBLISHED_DAYS} VALUES (?, ?, now())", [day, publish_id])
                     progress(f"publish {day}: {staged:,} rows staged")
                 if journeys:
                     _replace_maps(con, journeys)
@@ -102,12 +109,14 @@ def _publish(snapshot: Snapshot, path: Path, days: tuple[date, ...], journeys: S
                 con.close()
             fsync_path(work)
             crash.point("publish-written", str(work))
-            os.replace(work, path)
+            generations.point_at(path, work)
+            written = True
             crash.point("publish-renamed", str(path))
-            fsync_path(path.parent)
         finally:
-            work.unlink(missing_ok=True)
-            Path(str(work) + ".wal").unlink(missing_ok=True)
+            if not written and not behind:  # a fresh copy nobody will read
+                work.unlink(missing_ok=True)
+                Path(str(work) + ".wal").unlink(missing_ok=True)
+        generations.remove_stale(path, (work, *((now,) if now is not None and now != path else ())))
     return PublishReport(str(path), days, 0.0, rows)
 
 
@@ -124,6 +133,7 @@ def _create_tables(con: duckdb.DuckDBPyConnection) -> None:
             if name not in have:  # a warehouse published by an older version: add the new column
                 con.execute(f'ALTER TABLE {table} ADD COLUMN "{name}" {kind}')
         con.unregister("_empty")
+    con.execute(generations.PUBLISHED_DAYS_DDL)
 
 
 def _replace_partition(con: duckdb.DuckDBPyConnection, table: str, day: date, snapshot: Snapshot, lake_table: str,

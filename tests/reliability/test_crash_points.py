@@ -1,11 +1,11 @@
 """Atomic means a crash at any instant leaves the last committed state: `journeys run` is
 killed (SIGKILL, from inside, at a named point: lake/crash.py) at every phase boundary —
 parse, staging writes, the end of staging, the gate, each step of the lake commit, cleanup,
-the warehouse copy, its write and its rename — and then
+the warehouse generation opened, written and linked — and then
 
 * the lake's committed content and the warehouse equal the last committed state: the state
   before the run for a crash before the commit record's rename, the run's own after it (the
-  warehouse is the old file, byte for byte, until its own rename);
+  warehouse is the old generation, byte for byte, until its link is renamed);
 * a day whose commit never happened cannot be published;
 * a rerun leaves nothing behind and equals a clean run, table by table, lake and warehouse.
 
@@ -20,6 +20,7 @@ import pytest
 from flows.night import run_night
 from flows.options import NightOptions
 from lake.crash import CRASH_ENV, POINTS
+from warehouse.generations import generations
 from tests.reliability.harness import (
     DAYS, copy_tree, digest, generate_sample, journeys, lake_content, run_day, uncommitted_leftovers, warehouse_content,
 )
@@ -27,7 +28,7 @@ from tests.reliability.harness import (
 BEFORE_COMMIT = ("parse", "staging", "staged", "gate", "commit-record")
 """Points before the commit record's rename: the lake must still be the previous state."""
 BEFORE_PUBLISH = BEFORE_COMMIT + ("commit-renamed", "cleanup", "publish-copy", "publish-written")
-"""Points before the warehouse's rename: the warehouse must be the previous file, byte for byte."""
+"""Points before the warehouse's link is renamed: it must show the previous generation, byte for byte."""
 NEW_DAY, FROM_DAY = DAYS[2], DAYS[1]
 
 
@@ -90,6 +91,6 @@ def test_a_crash_leaves_the_last_committed_state_and_a_rerun_equals_a_clean_run(
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     copy = outcome["data"]
     assert uncommitted_leftovers(copy / "lake") == []
-    assert not list(copy.glob("warehouse.duckdb.publishing-*"))
+    assert len(generations(copy / "warehouse.duckdb")) == 2  # the current one and the one before, no leftover
     assert lake_content(copy / "lake") == lake_content(clean / "lake")
     assert warehouse_content(copy / "warehouse.duckdb") == warehouse_content(clean / "warehouse.duckdb")
