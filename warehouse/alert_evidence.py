@@ -114,8 +114,8 @@ def compare(at_risk: np.ndarray, movers: np.ndarray, entrants: np.ndarray, h0: n
     recent_h = np.divide(moved, risk, out=np.minimum(1.0, h0[None] * pace), where=risk > 0)
     recent_rate = (np.prod(1 - recent_h, axis=1) * weights).sum(axis=1)
     evidence = np.zeros(len(n))
-    for h1 in alternatives:  # the designs' hazards: the scan's evidence is the best one's
-        evidence = np.maximum(evidence, log_likelihood_ratio(risk, moved, h0[None], h1[None]).sum(axis=(1, 2)))
+    if alternatives:  # the designs' hazards: the scan's evidence is the best one's
+        evidence = np.maximum(evidence, design_evidence(risk, moved, h0, alternatives).max(axis=0))
     return [Comparison(k + 1, int(n[k]), int(observed[k]), float(expected[k]), float(own[k] + sampling[k]),
                        int(baseline_at_risk[0].sum()), baseline_rate, float(recent_rate[k]), float(evidence[k]),
                        float(sampling[k]))
@@ -170,6 +170,15 @@ def log_likelihood_ratio(at_risk: np.ndarray, movers: np.ndarray, h0: np.ndarray
     p0 = np.where(ok, h0, 0.5)
     p1 = np.where(ok, np.clip(h1, 1e-12, 1 - 1e-12), 0.5)
     return np.where(ok, movers * np.log(p1 / p0) + (at_risk - movers) * np.log((1 - p1) / (1 - p0)), 0.0)
+
+
+def design_evidence(at_risk: np.ndarray, movers: np.ndarray, h0: np.ndarray,
+                    alternatives: tuple[np.ndarray, ...]) -> np.ndarray:
+    """[design, cohort]: the log-likelihood ratio of each cohort's cells [cohort, age, time of
+    day] under each design's hazards, all designs at once (one array operation, not one per
+    design: the replay's hot spot)."""
+    h1 = np.stack(alternatives)[:, None]
+    return log_likelihood_ratio(at_risk[None], movers[None], h0[None, None], h1).sum(axis=(2, 3))
 
 
 def threshold(policy: AlertPolicy, charts: int, share: float) -> float:
@@ -238,12 +247,11 @@ class Chart:
         passed = np.arange(self.first + len(self.frozen), tonight - span + 1)  # past the horizon tonight
         if len(passed):
             risk, moved = at_risk[passed, :span], movers[passed, :span]
-            cells = np.array([log_likelihood_ratio(risk, moved, h0[None], h[None]).sum(axis=(1, 2)) for h in h1])
-            self.frozen.extend(weights[-1] * cells.T)
+            self.frozen.extend(weights[-1] * design_evidence(risk, moved, h0, h1).T)
         live = np.arange(max(self.first, tonight - span + 1), tonight + 1)
         seen = (np.arange(span)[None, :] <= (tonight - live)[:, None])[..., None]
         risk, moved = at_risk[live, :span] * seen, movers[live, :span] * seen
-        evidence = np.array([log_likelihood_ratio(risk, moved, h0[None], h[None]).sum(axis=(1, 2)) for h in h1])
+        evidence = design_evidence(risk, moved, h0, h1)
         # summed evidence per design from each onset: the live cohorts (latest first), then the frozen ones
         sums = (np.cumsum(evidence[:, ::-1], axis=1) * weights[None, :len(live)]).T
         if self.frozen:
