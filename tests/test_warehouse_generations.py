@@ -42,11 +42,16 @@ def caught_up_rows(messages: list[str]) -> int | None:
 
 
 def day_rows(warehouse, day) -> int:
-    """Rows of one partition day over every mirrored table, plus the maps and the publish log."""
+    """Rows of one partition day over every mirrored table and the alerts' summaries of it, plus
+    the tables copied whole (the maps, the alerts and where their replay stopped) and the
+    publish log."""
+    from warehouse.alert_counts import SUMMARY_TABLES
+    from warehouse.publish import CAUGHT_UP_WHOLE
     from warehouse.tables import MIRRORED
 
-    count = sum(rows(warehouse, f"SELECT count(*) FROM {t} WHERE partition_date = '{day}'")[0][0] for t in MIRRORED)
-    return count + rows(warehouse, "SELECT (SELECT count(*) FROM journey_maps) + (SELECT count(*) FROM published_days)")[0][0]
+    count = sum(rows(warehouse, f"SELECT count(*) FROM {t} WHERE partition_date = '{day}'")[0][0]
+                for t in (*MIRRORED, *SUMMARY_TABLES))
+    return count + sum(rows(warehouse, f"SELECT count(*) FROM {t}")[0][0] for t in (*CAUGHT_UP_WHOLE, "published_days"))
 
 
 def test_a_night_writes_the_generation_before_with_only_the_rows_published_since(sample, tmp_path):

@@ -38,6 +38,7 @@ import numpy as np
 import pyarrow as pa
 
 from journey_defs.model import AlertPolicy
+from warehouse import alert_state
 from warehouse.alert_counts import EPOCH, WHOLE, Counts, read_counts
 from warehouse.alert_evidence import (STAGE_SHARE, Chart, Comparison, compare, designs, hazard, steps, threshold,
                                       trust)
@@ -123,6 +124,21 @@ class Monitor:
                 any(c.holding(policy) for c in comparisons))
         return out
 
+    def state(self) -> dict:
+        """Where the charts stand, nights absolute (see warehouse.alert_state)."""
+        return {"charts": {_label(key): [chart.first + self.counts.first, [f.tolist() for f in chart.frozen]]
+                           for key, chart in self.charts.items()},
+                "started": sorted(_label(key) for key in self.started), "held": dict(sorted(self.held.items()))}
+
+    def resume(self, state: dict) -> None:
+        """Take up the charts where `state` left them (counts read from a later first night)."""
+        keys = {_label(key): key for key in self.charts}
+        for label, (first, frozen) in state["charts"].items():
+            chart = self.charts[keys[label]]
+            chart.first, chart.frozen = first - self.counts.first, [np.array(f) for f in frozen]
+        self.started = {keys[label] for label in state["started"]}
+        self.held = dict(state["held"])
+
     def hold(self, stage: str, night: int) -> None:
         """An alert of the stage opened tonight: until it resolves, its baseline and horizon
         stay the ones of tonight, so the incident's own entrants never become the normal it
@@ -172,55 +188,138 @@ def replay_alerts(con: duckdb.DuckDBPyConnection, journey_policies: dict[str, Al
     return replay(con, journey_policies)[0]
 
 
+@dataclass
+class JourneyAlerts:
+    """One journey's alert tables after a publish."""
+
+    journey_id: str
+    alerts: list[dict]        # every alert of the journey
+    nights: list[dict]        # alert_nights rows: every night's when replayed, only the new nights' when continued
+    slices: list[dict]        # alert_slices rows, likewise
+    state: dict | None        # where the replay stopped (warehouse.alert_state); None before any publish
+    continued: bool = False
+
+
 def replay(con: duckdb.DuckDBPyConnection,
            journey_policies: dict[str, AlertPolicy] | None = None) -> tuple[pa.Table, pa.Table, pa.Table]:
     """The alerts, alert_nights and alert_slices tables from every published night, in date
     order (under each journey's recorded policy, or the ones given: how a benchmark tries
     another significance)."""
     journey_policies = journey_policies or policies(con)
-    final = {r[0]: r[1] for r in con.execute(
-        "SELECT journey_id, arg_max(stage, stage_index) FROM journey_maps GROUP BY 1").fetchall()}
-    rows: list[dict] = []
-    nights: list[dict] = []
-    slices: list[dict] = []
-    for journey_id in sorted(final):
+    done = [replay_journey(con, journey_id, final, journey_policies.get(journey_id, AlertPolicy()))
+            for journey_id, final in final_stages(con).items()]
+    return tables([row for j in done for row in j.alerts], [row for j in done for row in j.nights],
+                  [row for j in done for row in j.slices])
+
+
+def advance(con: duckdb.DuckDBPyConnection, days: tuple[date, ...]) -> list[JourneyAlerts]:
+    """Each journey's alerts after publishing `days`: continued from its saved state when every
+    day is later than the state's last night and nothing it was made from has changed
+    (warehouse.alert_state), else replayed from the whole history. Either way the same
+    tables as `replay`."""
+    journey_policies, out = policies(con), []
+    for journey_id, final in final_stages(con).items():
         policy = journey_policies.get(journey_id, AlertPolicy())
-        counts = read_counts(con, journey_id, final[journey_id], policy.recent_window.days)
-        if counts is None:
-            continue
-        monitor = Monitor(counts, policy)
-        open_alerts: dict[str, Alert] = {}
-        for number in counts.nights:
-            night, tonight = EPOCH + timedelta(days=number), monitor.night(number)
-            for stage in sorted(set(tonight) | set(open_alerts)):
-                series, alert = tonight.get(stage, {}), open_alerts.get(stage)
-                if alert is None:
-                    openers = [s for s in series.values() if s.opens]
-                    if openers:
-                        lead = series.get(WHOLE) if series.get(WHOLE) in openers else max(
-                            openers, key=lambda s: (s.evidence, s.label))
-                        alert = open_alerts[stage] = _opened(journey_id, stage, night, lead)
-                        monitor.hold(stage, number)
-                        rows.append(alert.row)
-                        _record(alert, night, lead, series, nights, slices)
-                    continue
-                lead = series.get(alert.lead)
-                whole = series.get(WHOLE)
-                if lead is not None:
-                    if (lead.opens and alert.row["status"] == "open"
-                            and lead.comparison.relative_rise >= ESCALATE_AT * alert.opened_rise):
-                        alert.row["status"], alert.row["escalated_date"] = "escalated", night
-                if lead is None or not (lead.holds or (whole is not None and whole.holds)):
-                    row = alert.row
-                    row["status"], row["resolved_date"], row["updated_date"] = "resolved", night, night
-                    del open_alerts[stage]
-                    monitor.restart(stage, number)
-                _record(alert, night, lead, series, nights, slices)
-    rows.sort(key=lambda r: (r["opened_date"], r["journey_id"], r["stage"]))
-    nights.sort(key=lambda r: (r["night"], r["alert_id"]))
-    slices.sort(key=lambda r: (r["night"], r["alert_id"], r["dimension"], r["dimension_value"]))
+        fingerprint = alert_state.fingerprint(con, journey_id, final, policy)
+        state = alert_state.load(con, journey_id)
+        done = None
+        if state is not None and state["fingerprint"] == fingerprint and days and min(days) > _day(state["last"]):
+            done = _continue(con, journey_id, final, policy, state, (min(days) - EPOCH).days)
+        done = done or replay_journey(con, journey_id, final, policy)
+        if done.state is not None:
+            done.state["fingerprint"] = fingerprint
+        out.append(done)
+    return out
+
+
+def final_stages(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """Journey -> its final stage, from journey_maps, in journey order."""
+    return dict(sorted(con.execute(
+        "SELECT journey_id, arg_max(stage, stage_index) FROM journey_maps GROUP BY 1").fetchall()))
+
+
+def replay_journey(con: duckdb.DuckDBPyConnection, journey_id: str, final_stage: str,
+                   policy: AlertPolicy) -> JourneyAlerts:
+    """One journey's alerts from every published night."""
+    counts = read_counts(con, journey_id, final_stage, policy.recent_window.days)
+    if counts is None:
+        return JourneyAlerts(journey_id, [], [], [], None)
+    monitor, open_alerts, rows, nights, slices = Monitor(counts, policy), {}, [], [], []
+    _lifecycle(journey_id, monitor, counts.nights, open_alerts, rows, nights, slices)
+    return JourneyAlerts(journey_id, rows, nights, slices,
+                         alert_state.state(counts, monitor.state(), open_alerts, counts.first))
+
+
+def _continue(con: duckdb.DuckDBPyConnection, journey_id: str, final_stage: str, policy: AlertPolicy, state: dict,
+              after: int) -> JourneyAlerts | None:
+    """The nights after the state's last, from it and the counts of the entry nights they
+    need; None when the warehouse no longer matches the state (replay the whole history)."""
+    since = alert_state.window_start(state, after, policy)
+    counts = read_counts(con, journey_id, final_stage, policy.recent_window.days, since=since,
+                         keys=alert_state.keys(state))
+    if counts is None or not alert_state.matches(state, counts):
+        return None
+    monitor = Monitor(counts, policy)
+    monitor.resume(state)
+    found = con.execute(f"SELECT {', '.join(ALERTS.names)} FROM alerts WHERE journey_id = ?", [journey_id]).fetchall()
+    by_id = {row[0]: dict(zip(ALERTS.names, row)) for row in found}
+    if any(o["alert_id"] not in by_id for o in state["open"].values()):
+        return None
+    open_alerts = {stage: Alert(by_id[o["alert_id"]], tuple(o["lead"]), o["opened_rise"])
+                   for stage, o in state["open"].items()}
+    rows, nights, slices = list(by_id.values()), [], []
+    _lifecycle(journey_id, monitor, tuple(n for n in counts.nights if n > state["last"]), open_alerts, rows, nights,
+               slices)
+    return JourneyAlerts(journey_id, rows, nights, slices,
+                         alert_state.state(counts, monitor.state(), open_alerts, state["origin"]), True)
+
+
+def _lifecycle(journey_id: str, monitor: Monitor, numbers: tuple[int, ...], open_alerts: dict[str, Alert],
+               rows: list[dict], nights: list[dict], slices: list[dict]) -> None:
+    """Open, escalate, hold and resolve the journey's alerts over the nights `numbers`."""
+    for number in numbers:
+        night, tonight = EPOCH + timedelta(days=number), monitor.night(number)
+        for stage in sorted(set(tonight) | set(open_alerts)):
+            series, alert = tonight.get(stage, {}), open_alerts.get(stage)
+            if alert is None:
+                openers = [s for s in series.values() if s.opens]
+                if openers:
+                    lead = series.get(WHOLE) if series.get(WHOLE) in openers else max(
+                        openers, key=lambda s: (s.evidence, s.label))
+                    alert = open_alerts[stage] = _opened(journey_id, stage, night, lead)
+                    monitor.hold(stage, number)
+                    rows.append(alert.row)
+                    _record(alert, night, lead, series, nights, slices)
+                continue
+            lead = series.get(alert.lead)
+            whole = series.get(WHOLE)
+            if lead is not None:
+                if (lead.opens and alert.row["status"] == "open"
+                        and lead.comparison.relative_rise >= ESCALATE_AT * alert.opened_rise):
+                    alert.row["status"], alert.row["escalated_date"] = "escalated", night
+            if lead is None or not (lead.holds or (whole is not None and whole.holds)):
+                row = alert.row
+                row["status"], row["resolved_date"], row["updated_date"] = "resolved", night, night
+                del open_alerts[stage]
+                monitor.restart(stage, number)
+            _record(alert, night, lead, series, nights, slices)
+
+
+def tables(rows: list[dict], nights: list[dict], slices: list[dict]) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """The alerts, alert_nights and alert_slices tables of these rows, in their order."""
+    rows = sorted(rows, key=lambda r: (r["opened_date"], r["journey_id"], r["stage"]))
+    nights = sorted(nights, key=lambda r: (r["night"], r["alert_id"]))
+    slices = sorted(slices, key=lambda r: (r["night"], r["alert_id"], r["dimension"], r["dimension_value"]))
     return (pa.Table.from_pylist(rows, schema=ALERTS), pa.Table.from_pylist(nights, schema=ALERT_NIGHTS),
             pa.Table.from_pylist(slices, schema=ALERT_SLICES))
+
+
+def _label(key: tuple) -> str:
+    return "\x1f".join(key)
+
+
+def _day(number: int) -> date:
+    return EPOCH + timedelta(days=number)
 
 
 def _opened(journey_id: str, stage: str, night: date, lead: SeriesNight) -> Alert:

@@ -76,7 +76,8 @@ def open_writable(path: Path, now: Path | None, progress) -> tuple[Path, duckdb.
 def catch_up(con: duckdb.DuckDBPyConnection, now: Path, tables: tuple[str, ...], whole: tuple[str, ...],
              column: str) -> int:
     """Make the generation `con` writes equal the current one `now`: the partitions of `tables`
-    whose `published_days` entry differs, and `whole` tables entirely. Rows copied."""
+    whose `published_days` entry differs, and `whole` tables entirely (a table `now` lacks is
+    emptied). Rows copied."""
     con.execute(f"ATTACH '{_quoted(now)}' AS now_gen (READ_ONLY)")
     try:
         have_log = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'now_gen' "
@@ -88,14 +89,20 @@ def catch_up(con: duckdb.DuckDBPyConnection, now: Path, tables: tuple[str, ...],
             SELECT coalesce(n.partition_date, o.partition_date) AS day
             FROM now_gen.{PUBLISHED_DAYS} n FULL JOIN {PUBLISHED_DAYS} o USING (partition_date)
             WHERE n.publish_id IS DISTINCT FROM o.publish_id""")
+        there = {t for t, in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = 'now_gen'")
+                 .fetchall()}
         copied = 0
         for table in tables:
+            if table not in there:  # (a table the current generation's version did not have: emptied)
+                con.execute(f"DELETE FROM {table}")
+                continue
             con.execute(f"DELETE FROM {table} WHERE {column} IN (SELECT day FROM _stale)")
             copied += con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM now_gen.{table} "
                                   f"WHERE {column} IN (SELECT day FROM _stale)").fetchone()[0]
         for table in (*whole, PUBLISHED_DAYS):
             con.execute(f"DELETE FROM {table}")
-            copied += con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM now_gen.{table}").fetchone()[0]
+            if table in there:
+                copied += con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM now_gen.{table}").fetchone()[0]
         con.execute("DROP TABLE _stale")
         return copied
     finally:

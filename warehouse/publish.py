@@ -28,12 +28,15 @@ from journey_defs.model import JourneyMap
 from lake import Snapshot, crash, open_snapshot, writer_lock
 from lake.files import fsync_path
 from lake.load import insert_parquet
-from warehouse import generations
-from warehouse.alerting import replay
-from warehouse.tables import ALL_TABLES, JOURNEY_MAPS, MIRRORED, PARTITION_COLUMN, warehouse_schema
+from warehouse import alert_state, generations
+from warehouse.alert_counts import SUMMARY_TABLES, summarize, unsummarized
+from warehouse.alerting import advance, tables
+from warehouse.tables import ALL_TABLES, DERIVED, JOURNEY_MAPS, MIRRORED, PARTITION_COLUMN, warehouse_schema
 from warehouse.views import create_views
 
 WORK_SUFFIX = ".publishing-"
+CAUGHT_UP_WHOLE = ("journey_maps", "alerts", "alert_nights", "alert_slices", alert_state.TABLE)
+"""Tables a catch-up copies whole (the rest by partition): small, or rewritten by a publish."""
 
 
 class WarehouseBusy(TimeoutError):
@@ -51,6 +54,7 @@ class PublishReport:
     days: tuple[date, ...]
     seconds: float
     rows: dict[str, int] = field(default_factory=dict)  # rows published per table, over the days
+    alert_seconds: float = 0.0  # of `seconds`, summarizing the nights and continuing (or replaying) the alerts
 
 
 def publish(lake_root: str, warehouse: str | Path, days: Sequence[date], journeys: Sequence[JourneyMap] = (),
@@ -87,7 +91,8 @@ def _publish(snapshot: Snapshot, path: Path, days: tuple[date, ...], journeys: S
                 con.execute("SET enable_progress_bar = false")
                 _create_tables(con)
                 if behind:
-                    copied = generations.catch_up(con, now, tuple(MIRRORED), ("journey_maps",), PARTITION_COLUMN)
+                    copied = generations.catch_up(con, now, (*MIRRORED, *SUMMARY_TABLES), CAUGHT_UP_WHOLE,
+                                                  PARTITION_COLUMN)
                     progress(f"publish: {work.name} caught up with {now.name} ({copied:,} rows)")
                 con.execute("BEGIN TRANSACTION")
                 publish_id = uuid.uuid4().hex
@@ -102,7 +107,10 @@ def _publish(snapshot: Snapshot, path: Path, days: tuple[date, ...], journeys: S
                 if journeys:
                     _replace_maps(con, journeys)
                 create_views(con)
-                _replace_alerts(con)
+                alerting = time.perf_counter()
+                summarize(con, [*days, *(d for d in unsummarized(con) if d not in days)])
+                _replace_alerts(con, days)
+                alert_seconds = time.perf_counter() - alerting
                 con.execute("COMMIT")
                 con.execute("CHECKPOINT")
             finally:
@@ -117,21 +125,32 @@ def _publish(snapshot: Snapshot, path: Path, days: tuple[date, ...], journeys: S
                 work.unlink(missing_ok=True)
                 Path(str(work) + ".wal").unlink(missing_ok=True)
         generations.remove_stale(path, (work, *((now,) if now is not None and now != path else ())))
-    return PublishReport(str(path), days, 0.0, rows)
+    return PublishReport(str(path), days, 0.0, rows, alert_seconds)
 
 
 def _create_tables(con: duckdb.DuckDBPyConnection) -> None:
     legacy = con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = 'runs'").fetchall()
     if legacy and legacy[0][0] == "BASE TABLE":  # warehouses published before `runs` became a view
         con.execute("ALTER TABLE runs RENAME TO run_files")
+    existing: dict[str, set[str]] = {}
+    for table, column in con.execute("SELECT table_name, column_name FROM duckdb_columns() "
+                                     "WHERE database_name = current_database() AND NOT internal").fetchall():
+        existing.setdefault(table, set()).add(column)
     for table in ALL_TABLES:
-        con.register("_empty", warehouse_schema(table).empty_table())
-        con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM _empty")
-        have = {c for c, in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ?",
-                                        [table]).fetchall()}
-        for name, kind, *_ in con.execute("DESCRIBE SELECT * FROM _empty").fetchall():
-            if name not in have:  # a warehouse published by an older version: add the new column
-                con.execute(f'ALTER TABLE {table} ADD COLUMN "{name}" {kind}')
+        schema, have = warehouse_schema(table), existing.get(table)
+        if have is not None and set(schema.names) <= have and (table not in DERIVED or have == set(schema.names)):
+            continue  # as this version writes it (the usual case: nothing to run)
+        con.register("_empty", schema.empty_table())
+        if have is None or table in DERIVED and have - set(schema.names):
+            # (derived tables are replayed or summarized again from the mirrored ones: a warehouse
+            # of an older version loses their old columns, and the alerts are replayed whole)
+            con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM _empty")
+            if have is not None and alert_state.TABLE in existing:
+                con.execute(f"DELETE FROM {alert_state.TABLE}")
+        else:
+            for name, kind, *_ in con.execute("DESCRIBE SELECT * FROM _empty").fetchall():
+                if name not in have:  # a warehouse published by an older version: add the new column
+                    con.execute(f'ALTER TABLE {table} ADD COLUMN "{name}" {kind}')
         con.unregister("_empty")
     con.execute(generations.PUBLISHED_DAYS_DDL)
 
@@ -144,12 +163,30 @@ def _replace_partition(con: duckdb.DuckDBPyConnection, table: str, day: date, sn
                           f"$day::DATE AS {PARTITION_COLUMN}", {"day": day})
 
 
-def _replace_alerts(con: duckdb.DuckDBPyConnection) -> None:
-    """Alerts and their nights replayed from every published night (see warehouse.alerting)."""
-    for table, rows in zip(("alerts", "alert_nights", "alert_slices"), replay(con)):
-        con.register("_replayed", rows)  # replaced whole: a warehouse of an older version loses its old columns
-        con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM _replayed")
-        con.unregister("_replayed")
+def _replace_alerts(con: duckdb.DuckDBPyConnection, days: tuple[date, ...]) -> None:
+    """Each journey's alerts, continued past its last night or replayed from every published
+    night (warehouse.alerting.advance), and where the replay stopped."""
+    done = advance(con, days)
+    names = ("alerts", "alert_nights", "alert_slices")
+    for journey in done:
+        for name, rows in zip(names, tables(journey.alerts, journey.nights, journey.slices)):
+            if name == "alerts" or not journey.continued:
+                con.execute(f"DELETE FROM {name} WHERE journey_id = ?", [journey.journey_id])
+            _insert(con, name, rows)
+        con.execute(f"DELETE FROM {alert_state.TABLE} WHERE journey_id = ?", [journey.journey_id])
+        if journey.state is not None:
+            con.execute(f"INSERT INTO {alert_state.TABLE} VALUES (?, ?)",
+                        [journey.journey_id, alert_state.dumps(journey.state)])
+    kept = [j.journey_id for j in done]
+    for name in (*names, alert_state.TABLE):  # journeys no longer mapped
+        con.execute(f"DELETE FROM {name} WHERE journey_id NOT IN (SELECT unnest($kept::VARCHAR[]))", {"kept": kept})
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> None:
+    if rows.num_rows:
+        con.register("_rows", rows)
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _rows")
+        con.unregister("_rows")
 
 
 def _replace_maps(con: duckdb.DuckDBPyConnection, journeys: Sequence[JourneyMap]) -> None:

@@ -4,8 +4,9 @@ Every table mirrors one lake table plus `partition_date`, the lake partition its
 from: the ingest day for `events` and `bad_rows` (the day of the raw file), the run's as-of
 day for everything derived. Publishing a day replaces exactly the rows of that
 `partition_date`, which is what makes publishing idempotent and a range equal to its days.
-`alerts`, `alert_nights` and `alert_slices` are replayed by warehouse.alerting, `journey_maps` comes from the
-journey definitions."""
+`alerts`, `alert_nights` and `alert_slices` are replayed by warehouse.alerting from
+`alert_counts` and `alert_stage_nights` (summaries of each night's `journey_stages`, written with
+its partition), continuing from `alert_state`; `journey_maps` comes from the journey definitions."""
 from __future__ import annotations
 
 import pyarrow as pa
@@ -66,17 +67,36 @@ JOURNEY_MAPS = pa.schema([
 ])
 """The intended maps: one row per stage, in map order (what funnel and journey_paths compare with)."""
 
-ALL_TABLES = (*MIRRORED, "alerts", "alert_nights", "alert_slices", "journey_maps")
+ALERT_COUNTS = pa.schema([
+    ("partition_date", pa.date32()), ("journey_id", pa.string()), ("night", pa.int64()), ("entry_night", pa.int64()),
+    ("stage", pa.string()), ("dimension", pa.string()), ("value", pa.string()), ("age", pa.int64()),
+    ("slot", pa.int64()), ("n", pa.int64()), ("moved", pa.int64()),
+])
+"""What alerting reads of each published night's journey_stages (warehouse.alert_counts):
+per stage and series (dimension '*', 'channel' or 'segment' and its value), entry night and
+age (nights as days since 1970) and 4-hour slot of entry, the entrants and how many had moved
+on, as known that night. Written with the night's partition."""
+
+ALERT_STAGE_NIGHTS = pa.schema([
+    ("partition_date", pa.date32()), ("journey_id", pa.string()), ("night", pa.int64()), ("stage", pa.string()),
+    ("p90_s", pa.float64()),  # the movers' p90 time in stage that night (the alert horizon)
+    ("first_entry", pa.int64()),  # the stage's first entry night in the snapshot
+])
+
+ALERT_STATE = pa.schema([("journey_id", pa.string()), ("state", pa.string())])
+"""Where the alert replay stopped, per journey (JSON, warehouse.alert_state): the next
+publish of later nights continues from it instead of replaying the whole history."""
+
+DERIVED: dict[str, pa.Schema] = {"alerts": ALERTS, "alert_nights": ALERT_NIGHTS, "alert_slices": ALERT_SLICES,
+                                 "journey_maps": JOURNEY_MAPS, "alert_counts": ALERT_COUNTS,
+                                 "alert_stage_nights": ALERT_STAGE_NIGHTS, "alert_state": ALERT_STATE}
+"""The tables a publish derives rather than mirrors."""
+
+ALL_TABLES = (*MIRRORED, *DERIVED)
 
 
 def warehouse_schema(table: str) -> pa.Schema:
     """Columns of a warehouse table as Arrow types."""
-    if table == "alerts":
-        return ALERTS
-    if table == "alert_nights":
-        return ALERT_NIGHTS
-    if table == "alert_slices":
-        return ALERT_SLICES
-    if table == "journey_maps":
-        return JOURNEY_MAPS
+    if table in DERIVED:
+        return DERIVED[table]
     return MIRRORED[table][1].append(pa.field(PARTITION_COLUMN, pa.date32()))
