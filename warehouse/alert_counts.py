@@ -17,6 +17,8 @@ from datetime import date
 import duckdb
 import numpy as np
 
+from warehouse.tables import existing_tables
+
 DAY_US = 86_400 * 10**6
 SLOTS = 6  # entry times of day compared apart (4 hours each): tonight's 23:00 entrant has had 1 hour
 AGE_CAP = 21  # the oldest age compared: a horizon never reaches past three weeks
@@ -24,6 +26,15 @@ EPOCH = date(1970, 1, 1)
 
 WHOLE = ("*", "*")
 """The (dimension, value) of a stage's own series; slices are ("channel", X), ("segment", X)."""
+
+
+def label(key: tuple) -> str:
+    """A series key (stage, dimension, value) as one string (a JSON key, a sort key)."""
+    return "\x1f".join(key)
+
+
+def unlabel(text: str) -> tuple:
+    return tuple(text.split("\x1f"))
 
 
 @dataclass(frozen=True)
@@ -108,10 +119,7 @@ def _execute(con: duckdb.DuckDBPyConnection, sql: str, parameters: dict) -> duck
 def _sources(con: duckdb.DuckDBPyConnection) -> tuple[str, str]:
     """The summary tables, or (a database without them: a test's, an older warehouse opened
     read-only) the same summaries over every snapshot."""
-    have = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
-                       "AND table_name IN (?, ?)",
-                       list(SUMMARY_TABLES)).fetchone()[0]
-    if have == 2:
+    if set(SUMMARY_TABLES) <= existing_tables(con):
         return COUNTS_TABLE, STAGE_NIGHTS_TABLE
     return tuple(f"({sql.format(key='journey_id', source='journey_stages')})" for sql in (_COUNTS_SQL, _STAGE_NIGHTS_SQL))
 
@@ -131,12 +139,12 @@ def read_counts(con: duckdb.DuckDBPyConnection, journey_id: str, final_stage: st
     first, last = min(first_entry, nights[0] - AGE_CAP), nights[-1]
     if since is not None:
         first = max(first, since)
-    window = f"""
-        SELECT stage, dimension, value, entry_night, age, slot, sum(n) AS n, sum(moved) AS moved FROM {counts_source}
-        WHERE journey_id = $journey AND stage <> $final AND entry_night >= $first AND night >= $first GROUP BY ALL"""
+    chosen = (f"FROM {counts_source} WHERE journey_id = $journey AND stage <> $final "
+              "AND entry_night >= $first AND night >= $first")
+    window = f"SELECT stage, dimension, value, entry_night, age, slot, sum(n) AS n, sum(moved) AS moved {chosen} GROUP BY ALL"
     parameters = {"journey": journey_id, "final": final_stage, "first": first}
     # the series numbered in SQL (in key order), so the rows come back as numbers only
-    names = _execute(con, f"SELECT DISTINCT stage, dimension, value FROM ({window}) ORDER BY ALL", parameters).fetchall()
+    names = _execute(con, f"SELECT DISTINCT stage, dimension, value {chosen} ORDER BY ALL", parameters).fetchall()
     rows = _execute(con, f"""
         WITH r AS ({window}),
         k AS (SELECT *, row_number() OVER (ORDER BY stage, dimension, value) - 1 AS key
@@ -152,7 +160,7 @@ def read_counts(con: duckdb.DuckDBPyConnection, journey_id: str, final_stage: st
         mine = order[bounds[index]:bounds[index + 1]]
         counts = series.setdefault(tuple(name), np.zeros((last - first + 1, AGE_CAP, SLOTS, 2)))
         counts[entry[mine], age[mine], slot[mine]] = values[mine]
-    series = dict(sorted(series.items(), key=lambda item: "\x1f".join(item[0])))
+    series = dict(sorted(series.items(), key=lambda item: label(item[0])))
     published = np.zeros(last - first + 1 + AGE_CAP, dtype=bool)
     published[np.array([n for n in nights if n >= first]) - first] = True
     entry = np.arange(last - first + 1)[:, None]

@@ -19,7 +19,8 @@ from pathlib import Path
 import duckdb
 
 from journey_defs.model import AlertPolicy
-from warehouse.alert_counts import AGE_CAP, Counts
+from warehouse.alert_counts import AGE_CAP, Counts, label, unlabel
+from warehouse.tables import existing_tables
 
 VERSION = 1
 TABLE = "alert_state"
@@ -43,8 +44,7 @@ def fingerprint(con: duckdb.DuckDBPyConnection, journey_id: str, final_stage: st
 
 def load(con: duckdb.DuckDBPyConnection, journey_id: str) -> dict | None:
     """The journey's saved state (None when there is none, or it cannot be read)."""
-    have = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
-                       "AND table_name = ?", [TABLE]).fetchone()[0]
+    have = TABLE in existing_tables(con)
     found = con.execute(f"SELECT state FROM {TABLE} WHERE journey_id = ?", [journey_id]).fetchall() if have else []
     try:
         state = json.loads(found[0][0]) if len(found) == 1 else None
@@ -62,13 +62,13 @@ def state(counts: Counts, charts: dict, open_alerts: dict, origin: int) -> dict:
     series and opening rise, and what it was made from (see `matches`)."""
     return {"version": VERSION, "last": counts.nights[-1], "nights": len(counts.nights),
             "first_entry": counts.first_entry, "origin": origin,
-            "keys": sorted("\x1f".join(key) for key in counts.series), **charts,
+            "keys": sorted(label(key) for key in counts.series), **charts,
             "open": {stage: {"alert_id": a.row["alert_id"], "lead": list(a.lead), "opened_rise": a.opened_rise}
                      for stage, a in sorted(open_alerts.items())}}
 
 
 def keys(state: dict) -> tuple[tuple, ...]:
-    return tuple(tuple(label.split("\x1f")) for label in state["keys"])
+    return tuple(unlabel(text) for text in state["keys"])
 
 
 def window_start(state: dict, after: int, policy: AlertPolicy) -> int:
@@ -76,7 +76,7 @@ def window_start(state: dict, after: int, policy: AlertPolicy) -> int:
     held one's) reaches back a horizon and a baseline window, and a started chart still has
     to freeze its cohorts from `first + frozen`."""
     judged = min([after, *state["held"].values()])
-    unfrozen = [first + len(frozen) for label, (first, frozen) in state["charts"].items() if label in state["started"]]
+    unfrozen = [first + len(frozen) for key, (first, frozen) in state["charts"].items() if key in state["started"]]
     return min([judged - AGE_CAP - policy.baseline_window.days + 1, *unfrozen])
 
 
@@ -86,4 +86,4 @@ def matches(state: dict, counts: Counts) -> bool:
     return (counts.first_entry == state["first_entry"]
             and min(counts.first_entry, counts.nights[0] - AGE_CAP) == state["origin"]
             and len(before) == state["nights"] and before[-1:] == [state["last"]]
-            and sorted("\x1f".join(key) for key in counts.series) == state["keys"])
+            and sorted(label(key) for key in counts.series) == state["keys"])

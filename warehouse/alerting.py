@@ -39,7 +39,7 @@ import pyarrow as pa
 
 from journey_defs.model import AlertPolicy
 from warehouse import alert_state
-from warehouse.alert_counts import EPOCH, WHOLE, Counts, read_counts
+from warehouse.alert_counts import EPOCH, WHOLE, Counts, label, read_counts
 from warehouse.alert_evidence import (STAGE_SHARE, Chart, Comparison, compare, designs, hazard, steps, threshold,
                                       trust)
 from warehouse.tables import ALERT_NIGHTS, ALERT_SLICES, ALERTS
@@ -126,17 +126,17 @@ class Monitor:
 
     def state(self) -> dict:
         """Where the charts stand, nights absolute (see warehouse.alert_state)."""
-        return {"charts": {_label(key): [chart.first + self.counts.first, [f.tolist() for f in chart.frozen]]
+        return {"charts": {label(key): [chart.first + self.counts.first, [f.tolist() for f in chart.frozen]]
                            for key, chart in self.charts.items()},
-                "started": sorted(_label(key) for key in self.started), "held": dict(sorted(self.held.items()))}
+                "started": sorted(label(key) for key in self.started), "held": dict(sorted(self.held.items()))}
 
     def resume(self, state: dict) -> None:
         """Take up the charts where `state` left them (counts read from a later first night)."""
-        keys = {_label(key): key for key in self.charts}
-        for label, (first, frozen) in state["charts"].items():
-            chart = self.charts[keys[label]]
+        keys = {label(key): key for key in self.charts}
+        for text, (first, frozen) in state["charts"].items():
+            chart = self.charts[keys[text]]
             chart.first, chart.frozen = first - self.counts.first, [np.array(f) for f in frozen]
-        self.started = {keys[label] for label in state["started"]}
+        self.started = {keys[text] for text in state["started"]}
         self.held = dict(state["held"])
 
     def hold(self, stage: str, night: int) -> None:
@@ -171,7 +171,7 @@ def night_results(con: duckdb.DuckDBPyConnection, journey_id: str, final_stage: 
         return
     monitor = Monitor(counts, policy)
     for night in counts.nights:
-        yield EPOCH + timedelta(days=night), monitor.night(night)
+        yield _day(night), monitor.night(night)
 
 
 @dataclass
@@ -278,7 +278,7 @@ def _lifecycle(journey_id: str, monitor: Monitor, numbers: tuple[int, ...], open
                rows: list[dict], nights: list[dict], slices: list[dict]) -> None:
     """Open, escalate, hold and resolve the journey's alerts over the nights `numbers`."""
     for number in numbers:
-        night, tonight = EPOCH + timedelta(days=number), monitor.night(number)
+        night, tonight = _day(number), monitor.night(number)
         for stage in sorted(set(tonight) | set(open_alerts)):
             series, alert = tonight.get(stage, {}), open_alerts.get(stage)
             if alert is None:
@@ -312,10 +312,6 @@ def tables(rows: list[dict], nights: list[dict], slices: list[dict]) -> tuple[pa
     slices = sorted(slices, key=lambda r: (r["night"], r["alert_id"], r["dimension"], r["dimension_value"]))
     return (pa.Table.from_pylist(rows, schema=ALERTS), pa.Table.from_pylist(nights, schema=ALERT_NIGHTS),
             pa.Table.from_pylist(slices, schema=ALERT_SLICES))
-
-
-def _label(key: tuple) -> str:
-    return "\x1f".join(key)
 
 
 def _day(number: int) -> date:

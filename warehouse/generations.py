@@ -25,6 +25,7 @@ from pathlib import Path
 import duckdb
 
 from lake.files import fsync_path
+from warehouse.tables import existing_tables
 
 GENERATION = ".gen-"
 LINK_SUFFIX = ".link-"
@@ -80,17 +81,14 @@ def catch_up(con: duckdb.DuckDBPyConnection, now: Path, tables: tuple[str, ...],
     emptied). Rows copied."""
     con.execute(f"ATTACH '{_quoted(now)}' AS now_gen (READ_ONLY)")
     try:
-        have_log = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'now_gen' "
-                               "AND table_name = ?", [PUBLISHED_DAYS]).fetchone()[0]
-        if not have_log:
+        there = existing_tables(con, "now_gen")
+        if PUBLISHED_DAYS not in there:
             raise ValueError(f"{now} has no {PUBLISHED_DAYS} table")
         con.execute(f"""
             CREATE TEMP TABLE _stale AS
             SELECT coalesce(n.partition_date, o.partition_date) AS day
             FROM now_gen.{PUBLISHED_DAYS} n FULL JOIN {PUBLISHED_DAYS} o USING (partition_date)
             WHERE n.publish_id IS DISTINCT FROM o.publish_id""")
-        there = {t for t, in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = 'now_gen'")
-                 .fetchall()}
         copied = 0
         for table in tables:
             if table not in there:  # (a table the current generation's version did not have: emptied)

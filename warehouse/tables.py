@@ -95,6 +95,13 @@ DERIVED: dict[str, pa.Schema] = {"alerts": ALERTS, "alert_nights": ALERT_NIGHTS,
 ALL_TABLES = (*MIRRORED, *DERIVED)
 
 
+def existing_tables(con, database: str | None = None) -> set[str]:
+    """Names of the tables in `database` (default: the connection's own)."""
+    where = "database_name = current_database()" if database is None else "database_name = ?"
+    return {t for t, in con.execute(f"SELECT table_name FROM duckdb_tables() WHERE {where}",
+                                    [] if database is None else [database]).fetchall()}
+
+
 def warehouse_schema(table: str) -> pa.Schema:
     """Columns of a warehouse table as Arrow types."""
     if table in DERIVED:
